@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     window_s: float = Field(default=60.0, gt=0, description="sliding-window length")
     min_interval_s: float = Field(default=0.25, ge=0, description="global gap between starts")
     max_concurrency: int = Field(default=6, ge=1, le=64)
+    jitter_margin_s: float = Field(
+        default=0.02, ge=0, description="extra spacing so network jitter cannot cause a 429"
+    )
     endpoint_limits: dict[str, EndpointLimit] = Field(default_factory=_default_endpoint_limits)
     adaptive: bool = True
     adaptive_decrease: float = Field(default=0.5, gt=0, lt=1)
@@ -232,4 +235,3 @@ def load_settings(
         raise ConfigError(f"setting 'config': cannot read {toml_path}: {exc}") from None
     finally:
         _TOML_PATH.reset(token)
-

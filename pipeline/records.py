@@ -1,0 +1,342 @@
+"""Typed, immutable records parsed from ReccoBeats JSON.
+
+Why a parser layer at all: the API never echoes the IDs we sent, returns only the IDs it
+knows, in no particular order, and carries the Spotify ID only inside ``href``. Every
+downstream decision ("found", "missing", which row is which) depends on parsing that one
+field correctly, so it happens here, once, with explicit rules:
+
+* unknown fields are ignored; missing optional fields become ``None``;
+* a *body* of the wrong shape (not an object, ``content`` not a list, paging fields not
+  integers) raises :class:`~pipeline.errors.ResponseFormatError` naming the endpoint;
+* an *item* of the wrong shape inside an otherwise good list (not an object, no ``id``,
+  ``href`` not a Spotify track URL, a string where a number belongs) is skipped and counted,
+  so one bad record never sinks the other 39 of a batch. If *every* item of a non-empty
+  list is bad the body is treated as wrong-shaped: that smells like an API change, and
+  silently returning nothing would mark a whole batch "missing" for weeks;
+* duplicates (same Spotify ID; same ReccoBeats ID for artists) keep the first occurrence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from pipeline.errors import ResponseFormatError
+
+#: The 11 audio features, spelled as the API spells them (also the output column names).
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "acousticness",
+    "danceability",
+    "energy",
+    "instrumentalness",
+    "key",
+    "liveness",
+    "loudness",
+    "mode",
+    "speechiness",
+    "tempo",
+    "valence",
+)
+_INT_FEATURES = frozenset({"key", "mode"})
+
+# Spotify IDs are base-62 (22 chars); fixtures use longer synthetic IDs with dashes, so we
+# accept a conservative superset that still rejects anything path- or query-like.
+_SPOTIFY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+T = TypeVar("T")
+
+
+class BadItem(ValueError):
+    """One list item has the wrong shape; the caller skips and counts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Artist:
+    reccobeats_id: str | None
+    name: str | None
+    spotify_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    reccobeats_id: str
+    spotify_id: str
+    title: str | None
+    artists: tuple[Artist, ...]
+    duration_ms: int | None
+    isrc: str | None
+    popularity: int | None
+    #: ISO-3166 codes split from the API's comma-joined string; ``()`` for ``""``,
+    #: ``None`` when the field is absent.
+    available_countries: tuple[str, ...] | None
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFeatures:
+    reccobeats_id: str
+    spotify_id: str
+    isrc: str | None
+    acousticness: float | None
+    danceability: float | None
+    energy: float | None
+    instrumentalness: float | None
+    key: int | None
+    liveness: float | None
+    loudness: float | None
+    mode: int | None
+    speechiness: float | None
+    tempo: float | None
+    valence: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    page: int
+    size: int
+    total_elements: int
+    total_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedList(Generic[T]):
+    """Items that parsed, plus how many were skipped and why (for metrics)."""
+
+    items: tuple[T, ...]
+    bad_items: int = 0
+    duplicates: int = 0
+
+
+# -- href ---------------------------------------------------------------------------------
+
+
+def spotify_id_from_href(href: object, kind: str = "track") -> str | None:
+    """The Spotify ID in ``https://open.spotify.com/<kind>/<id>[?...][#...]``, else ``None``.
+
+    Only a URL whose second-to-last path segment is ``kind`` counts: an artist or album
+    URL in a track's ``href`` must never become a track ID.
+    """
+    if not isinstance(href, str) or not href:
+        return None
+    try:
+        parts = urlsplit(href.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc.endswith("spotify.com"):
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) < 2 or segments[-2] != kind:
+        return None
+    candidate = segments[-1]
+    return candidate if _SPOTIFY_ID.fullmatch(candidate) else None
+
+
+# -- field helpers (raise BadItem) --------------------------------------------------------
+
+
+def _require_obj(item: object) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise BadItem(f"item is {type(item).__name__}, not an object")
+    return item
+
+
+def _req_str(obj: Mapping[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BadItem(f"{name!r} missing or not a non-empty string")
+    return value.strip()
+
+
+def _opt_str(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadItem(f"{name!r} is {type(value).__name__}, not a string")
+    return value
+
+
+def _opt_float(obj: Mapping[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    # bool is an int subclass: True is not a tempo.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadItem(f"{name!r} is {type(value).__name__}, not a number")
+    result = float(value)
+    if not math.isfinite(result):
+        raise BadItem(f"{name!r} is not finite")
+    return result
+
+
+def _opt_int(obj: Mapping[str, Any], name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadItem(f"{name!r} is {type(value).__name__}, not an integer")
+    return value
+
+
+def _countries(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
+    raw = _opt_str(obj, "availableCountries")
+    if raw is None:
+        return None
+    return tuple(c.strip() for c in raw.split(",") if c.strip())
+
+
+def _track_href(obj: Mapping[str, Any]) -> tuple[str, str]:
+    href = _req_str(obj, "href")
+    spotify_id = spotify_id_from_href(href, "track")
+    if spotify_id is None:
+        raise BadItem("'href' is not a Spotify track URL")
+    return href, spotify_id
+
+
+# -- item parsers (raise BadItem) ---------------------------------------------------------
+
+
+def _nested_artist(item: object) -> Artist:
+    """An artist inside a track: every field optional (fixtures show name-only artists)."""
+    obj = _require_obj(item)
+    return Artist(
+        reccobeats_id=_opt_str(obj, "id"),
+        name=_opt_str(obj, "name"),
+        spotify_id=spotify_id_from_href(obj.get("href"), "artist"),
+    )
+
+
+def artist_item(item: object) -> Artist:
+    """A top-level artist (search results): the ReccoBeats ID is required."""
+    obj = _require_obj(item)
+    return Artist(
+        reccobeats_id=_req_str(obj, "id"),
+        name=_opt_str(obj, "name"),
+        spotify_id=spotify_id_from_href(obj.get("href"), "artist"),
+    )
+
+
+def track_item(item: object) -> Track:
+    obj = _require_obj(item)
+    href, spotify_id = _track_href(obj)
+    raw_artists = obj.get("artists")
+    if raw_artists is None:
+        raw_artists = []
+    if not isinstance(raw_artists, list):
+        raise BadItem("'artists' is not a list")
+    return Track(
+        reccobeats_id=_req_str(obj, "id"),
+        spotify_id=spotify_id,
+        title=_opt_str(obj, "trackTitle"),
+        artists=tuple(_nested_artist(a) for a in raw_artists),
+        duration_ms=_opt_int(obj, "durationMs"),
+        isrc=_opt_str(obj, "isrc"),
+        popularity=_opt_int(obj, "popularity"),
+        available_countries=_countries(obj),
+        href=href,
+    )
+
+
+def features_item(item: object) -> AudioFeatures:
+    obj = _require_obj(item)
+    _, spotify_id = _track_href(obj)
+    values: dict[str, Any] = {
+        name: (_opt_int(obj, name) if name in _INT_FEATURES else _opt_float(obj, name))
+        for name in FEATURE_COLUMNS
+    }
+    return AudioFeatures(
+        reccobeats_id=_req_str(obj, "id"),
+        spotify_id=spotify_id,
+        isrc=_opt_str(obj, "isrc"),
+        **values,
+    )
+
+
+# -- body parsers (raise ResponseFormatError) ---------------------------------------------
+
+
+def _format_error(endpoint: str, what: str) -> ResponseFormatError:
+    return ResponseFormatError(f"unexpected response shape: {what}", endpoint=endpoint)
+
+
+def _content(body: object, endpoint: str) -> list[Any]:
+    if not isinstance(body, Mapping):
+        raise _format_error(endpoint, f"body is {type(body).__name__}, not an object")
+    content = body.get("content")
+    if not isinstance(content, list):
+        raise _format_error(endpoint, "'content' missing or not a list")
+    return content
+
+
+def parse_list(
+    body: object,
+    endpoint: str,
+    parse_item: Callable[[object], T],
+    key: Callable[[T], Hashable],
+) -> ParsedList[T]:
+    """Parse ``{"content": [...]}``: skip bad items, keep the first item per ``key``."""
+    content = _content(body, endpoint)
+    items: list[T] = []
+    seen: set[Hashable] = set()
+    bad = duplicates = 0
+    for raw in content:
+        try:
+            item = parse_item(raw)
+        except BadItem:
+            bad += 1
+            continue
+        k = key(item)
+        if k in seen:
+            duplicates += 1
+            continue
+        seen.add(k)
+        items.append(item)
+    if content and bad == len(content):
+        raise _format_error(endpoint, f"all {bad} items malformed")
+    return ParsedList(tuple(items), bad, duplicates)
+
+
+def parse_tracks(body: object, endpoint: str) -> ParsedList[Track]:
+    return parse_list(body, endpoint, track_item, lambda t: t.spotify_id)
+
+
+def parse_features_list(body: object, endpoint: str) -> ParsedList[AudioFeatures]:
+    return parse_list(body, endpoint, features_item, lambda f: f.spotify_id)
+
+
+def parse_artists(body: object, endpoint: str) -> ParsedList[Artist]:
+    return parse_list(body, endpoint, artist_item, lambda a: a.reccobeats_id)
+
+
+def parse_single(body: object, endpoint: str, parse_item: Callable[[object], T]) -> T:
+    """Parse a bare object (single-resource paths): any shape problem is a body error."""
+    try:
+        return parse_item(body)
+    except BadItem as exc:
+        raise _format_error(endpoint, str(exc)) from None
+
+
+def parse_page(body: object, endpoint: str, parsed: ParsedList[T]) -> Page[T]:
+    """Wrap items already parsed by :func:`parse_list` with the envelope's paging fields."""
+    if not isinstance(body, Mapping):
+        raise _format_error(endpoint, f"body is {type(body).__name__}, not an object")
+    fields: dict[str, int] = {}
+    for api_name in ("page", "size", "totalElements", "totalPages"):
+        value = body.get(api_name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _format_error(endpoint, f"paging field {api_name!r} missing or not an int")
+        fields[api_name] = value
+    return Page(
+        items=parsed.items,
+        page=fields["page"],
+        size=fields["size"],
+        total_elements=fields["totalElements"],
+        total_pages=fields["totalPages"],
+    )

@@ -1,0 +1,118 @@
+"""``IdRegistry``: what each Spotify ID resolved to, remembered across runs.
+
+One row per Spotify ID seen: ``found`` with its ReccoBeats ID (trusted 60 days by default)
+or ``missing`` (14 days), so a nightly run only asks the API about new or expired IDs.
+
+The guard against the old system's worst bug (design.md section 9): ReccoBeats IDs fed
+back as Spotify IDs were recorded as "missing" and poisoned the registry for 14 days.
+Here anything that is not a 22-character base62 Spotify ID is refused with ``ValueError``
+before it can be recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.settings import Settings
+from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TtlTable, utc_now
+
+REGISTRY_FILE = "registry.parquet"
+FOUND = "found"
+MISSING = "missing"
+SPOTIFY_ID_PATTERN = r"[0-9A-Za-z]{22}"
+
+REGISTRY_SCHEMA = pa.schema(
+    [
+        pa.field("spotify_id", pa.string()),
+        pa.field("reccobeats_id", pa.string()),  # null when status == missing
+        pa.field("status", pa.string()),  # found | missing
+        pa.field("checked_at", CHECKED_AT_TYPE),
+    ]
+)
+
+
+def invalid_spotify_ids(values: Iterable[object]) -> list[object]:
+    """The values that are not 22-char base62 Spotify IDs (vectorised)."""
+    s = pd.Series(list(values), dtype=object)
+    ok = s.astype("string").str.fullmatch(SPOTIFY_ID_PATTERN).fillna(False).astype(bool)
+    return s[~ok.to_numpy()].tolist()
+
+
+def _require_spotify_ids(values: Iterable[object]) -> None:
+    bad = invalid_spotify_ids(values)
+    if bad:
+        sample = ", ".join(repr(v) for v in bad[:3])
+        raise ValueError(
+            f"refusing to record {len(bad)} value(s) that are not 22-char base62 Spotify IDs "
+            f"as spotify_id (e.g. {sample}); a ReccoBeats ID is not a Spotify ID"
+        )
+
+
+class IdRegistry:
+    """Spotify ID -> ReccoBeats ID (or missing) with TTLs, at ``<state>/registry.parquet``."""
+
+    def __init__(self, state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> None:
+        ttl = {
+            FOUND: timedelta(days=settings.registry_found_ttl_days),
+            MISSING: timedelta(days=settings.registry_missing_ttl_days),
+        }
+        self.table = TtlTable(
+            Path(state_dir) / REGISTRY_FILE, "spotify_id", REGISTRY_SCHEMA, ttl, clock
+        )
+
+    def lookup(self, spotify_ids: Iterable[str] | pd.Series) -> Lookup:
+        """Fresh rows and the distinct IDs still to resolve, counting each ID once."""
+        return self.table.lookup(spotify_ids)
+
+    def known(self, spotify_ids: Iterable[str] | pd.Series, *, count: bool = True) -> pd.DataFrame:
+        """Fresh rows (found and missing) for ``spotify_ids``; ``count=False`` for re-reads."""
+        return self.table.lookup(spotify_ids, count=count).fresh
+
+    def to_resolve(self, spotify_ids: Iterable[str] | pd.Series) -> list[str]:
+        """Distinct IDs that are unknown or expired, in input order."""
+        return self.table.stale_or_unknown(spotify_ids)
+
+    def record_found(self, mapping: Mapping[str, str]) -> None:
+        """Record ``spotify_id -> reccobeats_id`` answers; ValueError on a non-Spotify key."""
+        if not mapping:
+            return
+        _require_spotify_ids(mapping.keys())
+        empty = [k for k, v in mapping.items() if not isinstance(v, str) or not v]
+        if empty:
+            raise ValueError(f"found IDs need a ReccoBeats ID: {empty[:3]}")
+        rows = pd.DataFrame(
+            {
+                "spotify_id": list(mapping.keys()),
+                "reccobeats_id": list(mapping.values()),
+                "status": FOUND,
+            }
+        )
+        self.table.put(rows)
+
+    def record_missing(self, spotify_ids: Iterable[str]) -> None:
+        """Record IDs the API does not know; raises ValueError on a non-Spotify value."""
+        ids = list(dict.fromkeys(spotify_ids))
+        if not ids:
+            return
+        _require_spotify_ids(ids)
+        self.table.put(pd.DataFrame({"spotify_id": ids, "reccobeats_id": None, "status": MISSING}))
+
+    def checkpoint(self) -> int:
+        """Atomically persist; returns rows written (0 if unchanged)."""
+        return self.table.checkpoint()
+
+    @property
+    def hits(self) -> int:
+        return self.table.hits
+
+    @property
+    def misses(self) -> int:
+        return self.table.misses
+
+    def __len__(self) -> int:
+        return len(self.table)

@@ -1,0 +1,150 @@
+"""Stage 2: Spotify track IDs -> ReccoBeats IDs, through ``GET /v1/track?ids=``.
+
+Only IDs the registry does not know within TTL are asked (plus found ones whose track
+metadata has expired from the tracks cache). Each chunk's answer is recorded at once:
+returned IDs are *found* (their metadata goes to the tracks cache), asked-but-absent IDs are
+*missing*. A chunk answered 400 is bisected until the offending IDs are isolated; a chunk that
+fails after retries leaves its IDs unrecorded (``failed``) so the next run asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipeline.batching import Checkpointer, chunked, run_chunks
+from pipeline.caches import Caches
+from pipeline.client import ReccoBeatsClient
+from pipeline.errors import APIError, ClientRequestError
+from pipeline.rows import tracks_frame
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HTTP_BAD_REQUEST = 400
+
+
+@dataclass
+class ResolveOutcome:
+    """What the stage did; the report reads these figures."""
+
+    distinct: int = 0
+    known: int = 0
+    asked: int = 0
+    found: int = 0
+    missing: int = 0
+    rejected_by_api: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    chunks: int = 0
+
+
+def ids_to_resolve(spotify_ids: Sequence[str], caches: Caches, *, count: bool = True) -> list[str]:
+    """IDs the registry does not know within TTL, plus found ones lacking fresh metadata.
+
+    This is the stage's one cache question, so it is where hits and misses are counted.
+    """
+    look = caches.registry.table.lookup(spotify_ids, count=count)
+    ask = look.stale_or_unknown
+    found = look.fresh[look.fresh["status"] == "found"]
+    if len(found):
+        stale_rids = set(caches.tracks.lookup(found["reccobeats_id"], count=count).stale_or_unknown)
+        if stale_rids:
+            refresh = found.loc[found["reccobeats_id"].isin(stale_rids), "spotify_id"]
+            ask = list(dict.fromkeys([*ask, *refresh.tolist()]))
+    return ask
+
+
+def resolve_ids(
+    spotify_ids: Sequence[str],
+    *,
+    client: ReccoBeatsClient,
+    caches: Caches,
+    settings: Settings,
+    progress: bool = False,
+) -> ResolveOutcome:
+    """Resolve the distinct ``spotify_ids``; record every answer in the registry."""
+    out = ResolveOutcome(distinct=len(spotify_ids))
+    ask = ids_to_resolve(spotify_ids, caches)
+    out.known = out.distinct - len(ask)
+    out.asked = len(ask)
+    if not ask:
+        log.info("resolve: all %d IDs known to the registry within TTL", out.distinct)
+        return out
+    lock = threading.Lock()
+
+    def fetch(chunk: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+        return _resolve_chunk(chunk, client, caches)
+
+    def record(chunk: list[str], result, error: BaseException | None) -> None:
+        with lock:
+            out.chunks += 1
+            if error is not None:
+                if not isinstance(error, APIError):
+                    raise error
+                out.failed.extend(chunk)
+                out.errors.append(str(error))
+                log.warning("resolve: chunk of %d IDs failed: %s", len(chunk), error)
+            else:
+                found, missing, rejected = result
+                out.found += len(found)
+                out.missing += len(missing) + len(rejected)
+                out.rejected_by_api.extend(rejected)
+        checkpointer.tick()
+
+    checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)
+    chunks = chunked(ask, settings.chunk_size)
+    log.info(
+        "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
+        out.distinct,
+        out.known,
+        out.asked,
+        len(chunks),
+    )
+    try:
+        run_chunks(
+            chunks,
+            fetch,
+            record,
+            max_workers=settings.chunk_concurrency,
+            desc="resolve IDs",
+            total=len(chunks),
+            progress=progress,
+        )
+    finally:
+        caches.checkpoint_all()
+    return out
+
+
+def _resolve_chunk(
+    chunk: list[str], client: ReccoBeatsClient, caches: Caches
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Ask one chunk; bisect on 400 so one bad ID cannot sink its neighbours.
+
+    Returns (found mapping, missing IDs, IDs the API rejected as invalid); all three are
+    already recorded in the registry when this returns.
+    """
+    try:
+        tracks = client.get_tracks(chunk)
+    except ClientRequestError as exc:
+        if exc.http_status != HTTP_BAD_REQUEST:
+            raise  # e.g. 4042 wrong path: nothing to isolate, the whole stage is misconfigured
+        if len(chunk) == 1:
+            log.warning("resolve: the API rejects ID %s (400); recorded as missing", chunk[0])
+            caches.registry.record_missing(chunk)
+            return {}, [], chunk
+        mid = len(chunk) // 2
+        f1, m1, r1 = _resolve_chunk(chunk[:mid], client, caches)
+        f2, m2, r2 = _resolve_chunk(chunk[mid:], client, caches)
+        return {**f1, **f2}, m1 + m2, r1 + r2
+    asked = set(chunk)
+    mine = [t for t in tracks if t.spotify_id in asked]
+    found = {t.spotify_id: t.reccobeats_id for t in mine}
+    missing = [s for s in chunk if s not in found]
+    if mine:
+        caches.tracks.put(tracks_frame(mine))
+    caches.registry.record_found(found)
+    caches.registry.record_missing(missing)
+    return found, missing, []

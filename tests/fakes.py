@@ -1,0 +1,134 @@
+"""Test doubles shared by the test suite (owner: limiter tests; reuse freely)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+class FakeClock:
+    """A thread-safe fake monotonic clock; ``sleep(dt)`` advances it and returns at once.
+
+    Pass ``clock=fake`` (it is callable) and ``sleep=fake.sleep``. With several threads,
+    each ``sleep(dt)`` lasts until the calling thread's last reading of the clock plus
+    ``dt``, and the clock moves to the latest such deadline: concurrent sleepers overlap as
+    they would in real time instead of adding up, and a thread that computed "wait dt from
+    now" is not penalised because another thread moved the clock in between. A thread that
+    never read the clock sleeps from the current time.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+        self._seen = threading.local()
+        self.sleep_calls = 0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now()
+
+    def now(self) -> float:
+        with self._lock:
+            self._seen.t = self._now
+            return self._now
+
+    def sleep(self, dt: float) -> None:
+        if dt < 0:
+            raise ValueError(f"negative sleep {dt}")
+        with self._lock:
+            base = getattr(self._seen, "t", self._now)
+            self._now = max(self._now, base + dt)
+            self._seen.t = self._now
+            self.sleep_calls += 1
+            self.slept += dt
+
+    def advance(self, dt: float) -> None:
+        """Move time forward by ``dt`` (a test's main thread 'doing nothing' for dt)."""
+        with self._lock:
+            self._now += dt
+            self._seen.t = self._now
+
+
+class FixedRandom(random.Random):
+    """A ``random.Random`` whose ``uniform(a, b)`` returns a fixed point of the interval."""
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+    def random(self) -> float:
+        return min(self.fraction, 0.999999)
+
+
+def run_threads(
+    n_threads: int, total: int, body: Callable[[int], Any], *, join_timeout: float = 20.0
+) -> list[Any]:
+    """Run ``body(i)`` for i in 0..total-1 spread over ``n_threads`` threads; results by i.
+
+    Re-raises the first exception a worker hit, and fails (instead of hanging) if a worker
+    is still alive after ``join_timeout`` seconds.
+    """
+    results: list[Any] = [None] * total
+    errors: list[BaseException] = []
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                results[i] = body(i)
+            except BaseException as exc:  # reported to the test thread
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_timeout)
+    alive = [t.name for t in threads if t.is_alive()]
+    if errors:
+        raise errors[0]
+    assert not alive, f"workers still running (deadlock?): {alive}"
+    return results
+
+
+def max_in_any_window(starts: Sequence[float], window: float) -> int:
+    """Most starts in any half-open window [t, t + window): the sliding-window measure."""
+    times = sorted(starts)
+    best = 0
+    j = 0
+    for i, t in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < t + window:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def strict_server_rejections(starts: Sequence[float], limit: int, window: float) -> int:
+    """429s a strict sliding-window server (``limit`` accepted per ``window``) would send.
+
+    A request is accepted if fewer than ``limit`` accepted requests started in
+    (t - window, t]; rejected requests do not count against the budget.
+    """
+    accepted: list[float] = []
+    rejected = 0
+    lo = 0
+    for t in sorted(starts):
+        while lo < len(accepted) and accepted[lo] + window <= t:
+            lo += 1
+        if len(accepted) - lo < limit:
+            accepted.append(t)
+        else:
+            rejected += 1
+    return rejected
