@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.api_fields import FEATURE_COLUMNS
+from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
 from pipeline.registry import FOUND, MISSING, IdRegistry
 from pipeline.settings import Settings
 from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TtlTable, utc_now
@@ -26,22 +28,6 @@ FEATURES_FILE = "features.parquet"
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 EMPTY = "empty"  # a recommendation request that returned no tracks
 
-#: Same names and order as ``pipeline.records.FEATURE_COLUMNS`` (the API's names; a test
-#: checks they agree). Kept here so the state layer does not import the API layer.
-FEATURE_COLUMNS = (
-    "acousticness",
-    "danceability",
-    "energy",
-    "instrumentalness",
-    "key",
-    "liveness",
-    "loudness",
-    "mode",
-    "speechiness",
-    "tempo",
-    "valence",
-)
-_INT_FEATURES = frozenset({"key", "mode"})
 _STRINGS = pa.list_(pa.string())
 
 TRACKS_SCHEMA = pa.schema(

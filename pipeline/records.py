@@ -25,23 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from pipeline.api_fields import FEATURE_COLUMNS
+from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
 from pipeline.errors import ResponseFormatError
-
-#: The 11 audio features, spelled as the API spells them (also the output column names).
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "acousticness",
-    "danceability",
-    "energy",
-    "instrumentalness",
-    "key",
-    "liveness",
-    "loudness",
-    "mode",
-    "speechiness",
-    "tempo",
-    "valence",
-)
-_INT_FEATURES = frozenset({"key", "mode"})
 
 # Spotify IDs are base-62 (22 chars); fixtures use longer synthetic IDs with dashes, so we
 # accept a conservative superset that still rejects anything path- or query-like.

@@ -13,24 +13,11 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.api_fields import FEATURE_COLUMNS
+from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
+
 #: Per-track outcome in the tracks dataset.
 STATUSES = ("ok", "not_found", "no_features", "failed")
-
-#: The 11 audio features, named as the API names them; ``key``/``mode`` are integers.
-FEATURE_COLUMNS = (
-    "acousticness",
-    "danceability",
-    "energy",
-    "instrumentalness",
-    "key",
-    "liveness",
-    "loudness",
-    "mode",
-    "speechiness",
-    "tempo",
-    "valence",
-)
-_INT_FEATURES = frozenset({"key", "mode"})
 
 ARTISTS_TYPE = pa.list_(pa.string())
 

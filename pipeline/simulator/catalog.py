@@ -24,23 +24,9 @@ from types import MappingProxyType
 
 import numpy as np
 
+from pipeline.api_fields import FEATURE_COLUMNS as FEATURE_NAMES
+from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
 from pipeline.simulator import ids as idgen
-
-#: The 11 audio features, in the order the API lists them.
-FEATURE_NAMES = (
-    "acousticness",
-    "danceability",
-    "energy",
-    "instrumentalness",
-    "key",
-    "liveness",
-    "loudness",
-    "mode",
-    "speechiness",
-    "tempo",
-    "valence",
-)
-_INT_FEATURES = frozenset({"key", "mode"})
 
 # The country list of a recorded track (api notes §6): most tracks carry all of it.
 ALL_COUNTRIES = (
