@@ -148,6 +148,8 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
         report.exit_code,
         report.report_path,
     )
+    if not dry_run:
+        log.info("%s", report.summary())
     if report.exit_code == _EXIT_PARTIAL:
         raise AirflowException(
             f"run {report.run_id} for {run_date} ended {report.status!r} (API failures after "

@@ -8,6 +8,8 @@ stage records each chunk's answer at once and checkpoints every few chunks.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -22,18 +24,47 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
-class Checkpointer:
-    """Calls ``flush`` every ``every`` recorded chunks, so a killed run loses little."""
+#: Share of a stage's wall time checkpoints may take (see ``Checkpointer``).
+CHECKPOINT_MAX_OVERHEAD = 0.1
 
-    def __init__(self, every: int, flush: Callable[[], object]) -> None:
+
+class Checkpointer:
+    """Calls ``flush`` after recorded chunks, so a killed run loses little.
+
+    A flush happens after every chunk as long as flushing is cheap: after a flush that took
+    ``d`` seconds, the next one waits until ``d * (1 / max_overhead - 1)`` seconds have passed
+    (at most ``max_overhead`` of the time goes to checkpoints, so a huge state is not
+    rewritten after every chunk), but never more than ``every`` chunks. A killed run
+    therefore re-asks only the chunks in flight plus those of the last few moments: with the
+    count rule alone a kill lost up to ``every`` chunks, which on a run of a few hundred
+    requests cost more than 5 % extra requests on resume (docs/reliability.md).
+    """
+
+    def __init__(
+        self,
+        every: int,
+        flush: Callable[[], object],
+        *,
+        max_overhead: float = CHECKPOINT_MAX_OVERHEAD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < max_overhead <= 1:
+            raise ValueError("max_overhead must be in (0, 1]")
         self._every = every
         self._flush = flush
-        self._count = 0
+        self._factor = 1.0 / max_overhead - 1.0
+        self._clock = clock
+        self._since = 0
+        self._next_at = -math.inf
 
     def tick(self) -> None:
-        self._count += 1
-        if self._count % self._every == 0:
+        self._since += 1
+        if self._since >= self._every or self._clock() >= self._next_at:
+            started = self._clock()
             self._flush()
+            ended = self._clock()
+            self._since = 0
+            self._next_at = ended + (ended - started) * self._factor
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:

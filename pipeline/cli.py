@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReccoBeatsError as exc:
         print(f"reccobeats-etl: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         print(f"reccobeats-etl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -68,6 +68,10 @@ _PAGE_SIZE_MAX = 50
 _SEARCH_TEXT_MAX = 1000
 _READ_CHUNK = 64 * 1024
 _CANCEL_POLL_S = 0.25
+#: After this many logical requests in a row spent their whole retry budget on 5xx,
+#: transport errors or malformed bodies, the API is taken as down: every later request of
+#: the run fails at once instead of hammering a dead API with (retries + 1) attempts each.
+DOWN_AFTER_FAILED_REQUESTS = 3
 
 # Recommendation targets: API name -> (min, max, integer?). Keyword arguments may use the
 # API's camelCase or snake_case (``feature_weight``, ``negative_seeds``).
@@ -87,6 +91,18 @@ _TARGETS: dict[str, tuple[float, float, bool]] = {
     "featureWeight": (1.0, 5.0, False),
 }
 _SNAKE_TO_API = {"feature_weight": "featureWeight", "negative_seeds": "negativeSeeds"}
+
+
+class Batch(list[T]):
+    """The records of one batch call that parsed; ``bad_items`` counts those that did not.
+
+    An ID absent from a batch with ``bad_items > 0`` may be one whose record was broken, so
+    callers must not record it as "not found" (14 days): they leave it to be asked again.
+    """
+
+    def __init__(self, items: Iterable[T] = (), bad_items: int = 0) -> None:
+        super().__init__(items)
+        self.bad_items = bad_items
 
 
 # -- retry policy -------------------------------------------------------------------------
@@ -231,6 +247,8 @@ class ReccoBeatsClient:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._stop = threading.Event()
+        self._down_lock = threading.Lock()
+        self._down_streak = 0  # requests in a row that failed after all their retries
         self._flight: SingleFlight[Any] = SingleFlight(
             on_shared=lambda key: self.metrics.dedup_hit(key[0])  # type: ignore[index]
         )
@@ -244,9 +262,7 @@ class ReccoBeatsClient:
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        session.headers.update(
-            {"User-Agent": settings.user_agent, "Accept": "application/json"}
-        )
+        session.headers.update({"User-Agent": settings.user_agent, "Accept": "application/json"})
         return session
 
     def close(self) -> None:
@@ -266,15 +282,13 @@ class ReccoBeatsClient:
 
     # -- public endpoint methods ------------------------------------------------------------
 
-    def get_tracks(self, ids: Sequence[str]) -> list[Track]:
+    def get_tracks(self, ids: Sequence[str]) -> Batch[Track]:
         """Tracks for up to 40 IDs (Spotify, ReccoBeats or ISRC); unknown IDs are absent."""
         return self._batch("tracks", "/v1/track", ids, records.parse_tracks)
 
-    def get_audio_features(self, ids: Sequence[str]) -> list[AudioFeatures]:
+    def get_audio_features(self, ids: Sequence[str]) -> Batch[AudioFeatures]:
         """Audio features for up to 40 IDs; unknown IDs (or no features) are absent."""
-        return self._batch(
-            "audio_features", "/v1/audio-features", ids, records.parse_features_list
-        )
+        return self._batch("audio_features", "/v1/audio-features", ids, records.parse_features_list)
 
     def get_track(self, reccobeats_id: str) -> Track | None:
         """One track by ReccoBeats UUID; ``None`` on 404 (a Spotify ID here is a 404 too)."""
@@ -321,7 +335,9 @@ class ReccoBeatsClient:
         aid = _path_id(artist_id)
         _check_page(page, size)
         return self._paged(
-            "artist_tracks", f"/v1/artist/{aid}/track", {"page": page, "size": size},
+            "artist_tracks",
+            f"/v1/artist/{aid}/track",
+            {"page": page, "size": size},
             records.parse_tracks,
         )
 
@@ -352,22 +368,21 @@ class ReccoBeatsClient:
         path: str,
         ids: Sequence[str],
         parse: Callable[[object, str], ParsedList[T]],
-    ) -> list[T]:
+    ) -> Batch[T]:
         asked = _clean_ids(ids, min(self.settings.chunk_size, API_MAX_IDS_PER_CALL), "ids")
         params = {"ids": ",".join(asked)}
 
-        def call() -> tuple[T, ...]:
+        def call() -> Batch[T]:
             body = self._request(endpoint, path, params)
             if body is NOT_FOUND:
-                return ()
+                return Batch()
             parsed = self._account(endpoint, parse(body, endpoint))
-            return self._only_asked(endpoint, parsed.items, asked)
+            return Batch(self._only_asked(endpoint, parsed.items, asked), parsed.bad_items)
 
-        return list(self._shared(endpoint, params, call))
+        shared = self._shared(endpoint, params, call)
+        return Batch(shared, shared.bad_items)  # a copy: callers may not mutate a shared one
 
-    def _single(
-        self, endpoint: str, path: str, parse_item: Callable[[object], T]
-    ) -> T | None:
+    def _single(self, endpoint: str, path: str, parse_item: Callable[[object], T]) -> T | None:
         def call() -> T | None:
             body = self._request(endpoint, path, {})
             if body is NOT_FOUND:
@@ -436,21 +451,50 @@ class ReccoBeatsClient:
             # Literal commas: the ID list goes out as ONE comma-separated value.
             url += "?" + urlencode(params, safe=",")
         attempts = self.policy.max_retries + 1
+        if self._down_streak >= DOWN_AFTER_FAILED_REQUESTS:
+            raise ServerError(
+                f"API unavailable: {self._down_streak} requests in a row failed after all "
+                "their retries; no further calls this run (their IDs are asked next run)",
+                endpoint=endpoint,
+            )
         for attempt in range(1, attempts + 1):
             try:
-                return self._attempt(endpoint, url, attempt)
+                body = self._attempt(endpoint, url, attempt)
             except _Retryable as failure:
                 if attempt == attempts:
+                    if failure.reason != "429":
+                        self._note_exhausted(endpoint)
                     raise failure.final(attempts=attempt) from None
                 self.metrics.retry(endpoint, failure.reason)
                 delay = self.policy.backoff_s(attempt, self._rng) if failure.backoff else 0.0
                 log.warning(
                     "%s: attempt %d/%d failed (%s); retrying %s",
-                    endpoint, attempt, attempts, failure.reason,
+                    endpoint,
+                    attempt,
+                    attempts,
+                    failure.reason,
                     f"in {delay:.2f}s" if failure.backoff else "after the limiter's cool-down",
                 )
                 self._pause(delay)
+            else:
+                with self._down_lock:
+                    self._down_streak = 0
+                return body
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note_exhausted(self, endpoint: str) -> None:
+        """Count a request that spent its retry budget on 5xx/transport/malformed answers."""
+        with self._down_lock:
+            self._down_streak += 1
+            tripped = self._down_streak == DOWN_AFTER_FAILED_REQUESTS
+        if tripped:
+            log.error(
+                "%s: %d requests in a row failed after %d attempts each: the API looks down; "
+                "stopping all calls for this run (what was fetched is saved)",
+                endpoint,
+                DOWN_AFTER_FAILED_REQUESTS,
+                self.policy.max_retries + 1,
+            )
 
     def _attempt(self, endpoint: str, url: str, attempt: int) -> Any:
         with self.limiter.acquire(endpoint) as permit:
@@ -463,9 +507,7 @@ class ReccoBeatsClient:
                 self.metrics.finish(token, None, error="unexpected")
             # Reported while the permit is still held, so a 429's cool-down is in force
             # before any thread waiting on this slot can start.
-            self.limiter.on_response(
-                endpoint, status, retry_after, started_at=permit.started_at
-            )
+            self.limiter.on_response(endpoint, status, retry_after, started_at=permit.started_at)
         log.debug("%s attempt %d: HTTP %d, %d bytes", endpoint, attempt, status, len(raw))
         return self._interpret(endpoint, status, raw, retry_after)
 
@@ -510,9 +552,7 @@ class ReccoBeatsClient:
         self.metrics.finish(token, status, len(raw), error=error)
         return status, raw, retry_after
 
-    def _interpret(
-        self, endpoint: str, status: int, raw: bytes, retry_after: float | None
-    ) -> Any:
+    def _interpret(self, endpoint: str, status: int, raw: bytes, retry_after: float | None) -> Any:
         """Map one HTTP answer to a body, ``NOT_FOUND``, a retry or a final error."""
         if 200 <= status < 300:
             return self._json_body(endpoint, status, raw)
@@ -527,12 +567,16 @@ class ReccoBeatsClient:
                 partial(
                     ServerError,
                     _describe(f"server error {status}", err),
-                    endpoint=endpoint, http_status=status, api_code=err.code,
+                    endpoint=endpoint,
+                    http_status=status,
+                    api_code=err.code,
                 ),
             )
         raise ClientRequestError(
             _describe(f"request rejected with {status}", err),
-            endpoint=endpoint, http_status=status, api_code=err.code,
+            endpoint=endpoint,
+            http_status=status,
+            api_code=err.code,
         )
 
     def _json_body(self, endpoint: str, status: int, raw: bytes) -> Any:
@@ -549,22 +593,30 @@ class ReccoBeatsClient:
         raise _Retryable(
             "malformed",
             partial(
-                ResponseFormatError, "body is not valid JSON", endpoint=endpoint,
+                ResponseFormatError,
+                "body is not valid JSON",
+                endpoint=endpoint,
                 http_status=status,
             ),
         )
 
     def _rate_limited(self, endpoint: str, err: _ErrorBody, retry_after: float | None) -> Any:
         final = partial(
-            RateLimitedError, "rate limited (429) beyond the retry budget", endpoint=endpoint,
-            http_status=429, api_code=err.code, retry_after_s=retry_after,
+            RateLimitedError,
+            "rate limited (429) beyond the retry budget",
+            endpoint=endpoint,
+            http_status=429,
+            api_code=err.code,
+            retry_after_s=retry_after,
         )
         if retry_after is not None and retry_after > self.policy.max_retry_after_s:
             # Reported, not slept through: the run cannot afford this wait.
             raise RateLimitedError(
                 f"Retry-After {retry_after:.0f}s exceeds max_retry_after_s "
                 f"{self.policy.max_retry_after_s:.0f}s",
-                endpoint=endpoint, http_status=429, api_code=err.code,
+                endpoint=endpoint,
+                http_status=429,
+                api_code=err.code,
                 retry_after_s=retry_after,
             )
         # No backoff of our own: the limiter's shared cool-down does the waiting.

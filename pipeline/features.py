@@ -59,16 +59,20 @@ def fetch_features(
     ask = [sp_of[r] for r in ask_rids]
     lock = threading.Lock()
 
-    def fetch(chunk: list[str]) -> tuple[int, int]:
+    def fetch(chunk: list[str]) -> tuple[int, int, list[str]]:
+        """(found, recorded as without features, left unsure) for one chunk."""
         feats = client.get_audio_features(chunk)
         asked = set(chunk)
         got = features_frame([f for f in feats if f.spotify_id in asked], rid_of)
-        absent = [rid_of[s] for s in chunk if rid_of[s] not in set(got["reccobeats_id"])]
+        have = set(got["reccobeats_id"])
+        absent = [rid_of[s] for s in chunk if rid_of[s] not in have]
         if len(got):
             caches.features.put(got)
+        if feats.bad_items:  # an absent ID may be the broken record: ask again next run
+            return len(got), 0, absent
         if absent:
             caches.features.put(missing_features_frame(absent, sp_of))
-        return len(got), len(absent)
+        return len(got), len(absent), []
 
     def record(chunk: list[str], result, error: BaseException | None) -> None:
         with lock:
@@ -80,8 +84,15 @@ def fetch_features(
                 out.errors.append(str(error))
                 log.warning("features: chunk of %d failed: %s", len(chunk), error)
             else:
-                out.found += result[0]
-                out.missing += result[1]
+                found, missing, unsure = result
+                out.found += found
+                out.missing += missing
+                if unsure:
+                    out.failed.extend(unsure)
+                    out.errors.append(
+                        f"{len(unsure)} tracks' features left unknown: the batch held malformed "
+                        "records (asked again next run)"
+                    )
         checkpointer.tick()
 
     checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)

@@ -41,7 +41,12 @@ from pipeline.report import build_report, ceil_div, floor_seconds, summary_text,
 from pipeline.resolve import ResolveOutcome, ids_to_resolve, resolve_ids
 from pipeline.settings import Settings
 from pipeline.state import StateDir, load_learned_rate, save_learned_rate
-from pipeline.writer import RECOMMENDATION_SCHEMA, tracks_schema, write_partition
+from pipeline.writer import (
+    RECOMMENDATION_SCHEMA,
+    check_output_dir,
+    tracks_schema,
+    write_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,8 @@ def run_job(
         raise ConfigError(f"setting 'stages': unknown {sorted(unknown)}; choose from {STAGES}")
     if settings.input is None:
         raise ConfigError("setting 'input': no input given (--input or RECCOBEATS_INPUT)")
+    if not dry_run:
+        check_output_dir(Path(settings.output_dir))  # before any request, not at publish
     started = clock()
     t0 = time.monotonic()
     show = _want_progress(settings.progress if progress is None else progress)

@@ -12,7 +12,10 @@ enforces, for every thread at once:
 * one shared cool-down: after a 429 no thread starts a request until it has passed, and
   for one window after it starts are spaced window/rate apart (no burst at its end);
 * optionally (``adaptive``) a learned global rate: multiplicative decrease on 429,
-  additive increase after ``quiet_s`` of answers without a 429, never above the ceiling.
+  additive increase after ``quiet_s`` of answers without a 429, never above the ceiling. An
+  increase is a probe: a 429 within one window of it restores the rate that worked (no
+  cut) and doubles the quiet stretch before the next probe. After the first 429 starts
+  stay spaced window/rate apart for the rest of the run (the server may be strict spacing).
 
 Rates are counts per window (``window_s``). Settings and ``EndpointLimit`` speak per minute;
 ``from_settings`` and the constructor convert with ``window_s / 60``.
@@ -205,6 +208,12 @@ class RateLimiter:
         self._count_429 = 0
         self._last_decrease_at = -math.inf
         self._quiet_anchor = now  # start of the current stretch without a 429 (or increase)
+        # Probing (adaptive): an increase is a probe above a rate that just ran ``quiet_s``
+        # without a 429. A 429 within one window of it means the probe failed: go back to
+        # that good rate (not a multiplicative cut) and wait twice as long before the next.
+        self._good_rate: float | None = None
+        self._probe_quiet = self._quiet
+        self._increased_at = -math.inf
         self._decreases = 0
         self._increases = 0
         self._acquired: dict[str, int] = {}
@@ -303,9 +312,10 @@ class RateLimiter:
         or the exponential backoff if ``None``; when adaptive, multiply the rate by
         ``decrease`` unless the 429 answers a request sent before the last decrease
         (``started_at`` from the Permit; without it, a 429 during the cool-down of the
-        previous decrease counts as stale). In every mode, for one window after the
-        cool-down, starts are spaced window/rate apart, so the budget left in the window is
-        not spent as a burst the moment the cool-down ends.
+        previous decrease counts as stale); a 429 within one window of an increase restores
+        the rate before it instead and doubles the next quiet stretch. After the cool-down
+        starts are spaced window/rate apart (adaptive: for the rest of the run; otherwise
+        for one window), so the budget left in the window is not spent as a burst.
 
         Any other status: ends the consecutive-429 streak; when adaptive and ``quiet_s`` has
         passed since the last 429 or increase, add ``increase_per_window`` (up to the ceiling).
@@ -317,11 +327,13 @@ class RateLimiter:
                 if (
                     self._adaptive
                     and self._rate < self._ceiling
-                    and now - self._quiet_anchor >= self._quiet
+                    and now - self._quiet_anchor >= self._probe_quiet
                 ):
+                    self._good_rate = self._rate
                     self._rate = min(self._ceiling, self._rate + self._increase)
-                    self._quiet_anchor = now
+                    self._quiet_anchor = self._increased_at = now
                     self._increases += 1
+                    self._repace()
                 return
             self._count_429 += 1
             self._consecutive_429 += 1
@@ -334,7 +346,16 @@ class RateLimiter:
                     started_at <= self._last_decrease_at if started_at is not None else in_cooldown
                 )
                 if not stale:
-                    self._rate = max(self._floor, self._rate * self._decrease)
+                    probe_failed = (
+                        self._good_rate is not None and now - self._increased_at <= self._window
+                    )
+                    if probe_failed:
+                        self._rate = self._good_rate
+                        self._probe_quiet *= 2
+                    else:
+                        self._rate = max(self._floor, self._rate * self._decrease)
+                        self._probe_quiet = self._quiet
+                    self._good_rate = None
                     self._last_decrease_at = now
                     self._decreases += 1
             self._pace_after_429()
@@ -464,8 +485,16 @@ class RateLimiter:
         is untouched; pacing only spreads what the window allows.
         """
         self._pace_from = self._cooldown_until
-        self._pace_until = self._cooldown_until + self._window
+        # Adaptive: the server just showed the configured rate is too high, and its shape is
+        # unknown (it may be strict spacing): keep spacing starts at the learned rate for the
+        # rest of the run, not only for one window.
+        self._pace_until = math.inf if self._adaptive else self._cooldown_until + self._window
         self._pace_step = self._window / _budget(self._rate)
+
+    def _repace(self) -> None:
+        """After a rate change, pacing (if on) follows the new rate."""
+        if self._pace_until > self._clock():
+            self._pace_step = self._window / _budget(self._rate)
 
 
 def _budget(rate: float) -> int:

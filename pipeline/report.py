@@ -20,14 +20,16 @@ from pipeline.state import atomic_write_json
 def endpoint_rate_per_s(
     settings: Settings, endpoint: str, global_rate: float | None = None
 ) -> float:
-    """The highest steady rate (req/s) the configured limits allow on ``endpoint``."""
-    window = settings.window_s
-    limits = [(global_rate or settings.rate_limit) / window]
+    """The highest steady rate (req/s) the configured limits allow on ``endpoint``.
+
+    Rates are per minute whatever ``window_s`` is (the limiter scales them to the window).
+    """
+    limits = [(global_rate or settings.rate_limit) / 60.0]
     if settings.min_interval_s > 0:
         limits.append(1.0 / settings.min_interval_s)
     ep = settings.endpoint_limit(endpoint)
     if ep.rate_per_min is not None:
-        limits.append(ep.rate_per_min / window)
+        limits.append(ep.rate_per_min / 60.0)
     if ep.min_interval_s > 0:
         limits.append(1.0 / ep.min_interval_s)
     return min(limits)
@@ -36,6 +38,24 @@ def endpoint_rate_per_s(
 def floor_seconds(calls: Mapping[str, int], settings: Settings) -> float:
     """``sum(C_e / R_e)``: stages run one after another, each at its endpoint's rate."""
     return sum(n / endpoint_rate_per_s(settings, ep) for ep, n in calls.items() if n)
+
+
+def limit_figures(settings: Settings, limiter: Mapping[str, Any]) -> dict[str, Any]:
+    """The configured global limit (and the learned one) in the units a plot needs."""
+    max_rate = settings.rate_limit / 60.0
+    if settings.min_interval_s > 0:
+        max_rate = min(max_rate, 1.0 / settings.min_interval_s)
+    window = float(limiter.get("window_s") or settings.window_s)
+    learned = limiter.get("effective_rate")
+    return {
+        "rate_per_min": settings.rate_limit,
+        "window_s": settings.window_s,
+        "rate_per_window": settings.rate_limit * settings.window_s / 60.0,
+        "min_interval_s": settings.min_interval_s,
+        "max_rate_per_s": round(max_rate, 6),
+        "learned_rate_per_s": round(float(learned) / window, 6) if learned else None,
+        "adaptive": settings.adaptive,
+    }
 
 
 def hit_rate(hits: int, misses: int) -> float | None:
@@ -72,6 +92,7 @@ def build_report(
                 "peak_in_flight": metrics.get("peak_in_flight", 0),
             },
             "limiter": dict(limiter),
+            "limit": limit_figures(settings, limiter),
             "cache": {
                 name: {"hits": h, "misses": m, "hit_rate": hit_rate(h, m)}
                 for name, (h, m) in caches.items()

@@ -75,10 +75,10 @@ def resolve_ids(
         return out
     lock = threading.Lock()
 
-    def fetch(chunk: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    def fetch(chunk: list[str]) -> ChunkAnswer:
         return _resolve_chunk(chunk, client, caches)
 
-    def record(chunk: list[str], result, error: BaseException | None) -> None:
+    def record(chunk: list[str], result: ChunkAnswer | None, error: BaseException | None) -> None:
         with lock:
             out.chunks += 1
             if error is not None:
@@ -87,11 +87,16 @@ def resolve_ids(
                 out.failed.extend(chunk)
                 out.errors.append(str(error))
                 log.warning("resolve: chunk of %d IDs failed: %s", len(chunk), error)
-            else:
-                found, missing, rejected = result
-                out.found += len(found)
-                out.missing += len(missing) + len(rejected)
-                out.rejected_by_api.extend(rejected)
+            elif result is not None:
+                out.found += len(result.found)
+                out.missing += len(result.missing) + len(result.rejected)
+                out.rejected_by_api.extend(result.rejected)
+                if result.unsure:
+                    out.failed.extend(result.unsure)
+                    out.errors.append(
+                        f"{len(result.unsure)} IDs left unresolved: the batch held malformed "
+                        "records, so their absence proves nothing (asked again next run)"
+                    )
         checkpointer.tick()
 
     checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)
@@ -118,14 +123,25 @@ def resolve_ids(
     return out
 
 
-def _resolve_chunk(
-    chunk: list[str], client: ReccoBeatsClient, caches: Caches
-) -> tuple[dict[str, str], list[str], list[str]]:
-    """Ask one chunk; bisect on 400 so one bad ID cannot sink its neighbours.
+@dataclass
+class ChunkAnswer:
+    """One chunk's answer, already recorded in the registry (except ``unsure``)."""
 
-    Returns (found mapping, missing IDs, IDs the API rejected as invalid); all three are
-    already recorded in the registry when this returns.
-    """
+    found: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # the API answered 400 for these alone
+    unsure: list[str] = field(default_factory=list)  # absent from a batch with broken records
+
+    def __iadd__(self, other: ChunkAnswer) -> ChunkAnswer:
+        self.found.update(other.found)
+        self.missing += other.missing
+        self.rejected += other.rejected
+        self.unsure += other.unsure
+        return self
+
+
+def _resolve_chunk(chunk: list[str], client: ReccoBeatsClient, caches: Caches) -> ChunkAnswer:
+    """Ask one chunk; bisect on 400 so one bad ID cannot sink its neighbours."""
     try:
         tracks = client.get_tracks(chunk)
     except ClientRequestError as exc:
@@ -134,17 +150,21 @@ def _resolve_chunk(
         if len(chunk) == 1:
             log.warning("resolve: the API rejects ID %s (400); recorded as missing", chunk[0])
             caches.registry.record_missing(chunk)
-            return {}, [], chunk
+            return ChunkAnswer(rejected=list(chunk))
         mid = len(chunk) // 2
-        f1, m1, r1 = _resolve_chunk(chunk[:mid], client, caches)
-        f2, m2, r2 = _resolve_chunk(chunk[mid:], client, caches)
-        return {**f1, **f2}, m1 + m2, r1 + r2
+        answer = _resolve_chunk(chunk[:mid], client, caches)
+        answer += _resolve_chunk(chunk[mid:], client, caches)
+        return answer
     asked = set(chunk)
     mine = [t for t in tracks if t.spotify_id in asked]
     found = {t.spotify_id: t.reccobeats_id for t in mine}
-    missing = [s for s in chunk if s not in found]
+    absent = [s for s in chunk if s not in found]
     if mine:
         caches.tracks.put(tracks_frame(mine))
     caches.registry.record_found(found)
-    caches.registry.record_missing(missing)
-    return found, missing, []
+    if tracks.bad_items:
+        # One of the absent IDs may be the broken record: "not found" would be a guess that
+        # sticks for 14 days. Leave them unrecorded; the next run asks again.
+        return ChunkAnswer(found=found, unsure=absent)
+    caches.registry.record_missing(absent)
+    return ChunkAnswer(found=found, missing=absent)

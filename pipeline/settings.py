@@ -125,7 +125,9 @@ class Settings(BaseSettings):
     # -- state ---------------------------------------------------------------------------
     registry_found_ttl_days: float = Field(default=60.0, gt=0)
     registry_missing_ttl_days: float = Field(default=14.0, gt=0)
-    tracks_ttl_days: float = Field(default=30.0, gt=0)
+    # Track metadata arrives with the registry's found answer, and resolve re-asks a found ID
+    # whose metadata expired: shorter than registry_found_ttl_days, it would cut that 60 d short.
+    tracks_ttl_days: float = Field(default=60.0, gt=0)
     features_ttl_days: float = Field(default=30.0, gt=0)
     recommendations_ttl_hours: float = Field(default=20.0, gt=0)
     checkpoint_every_chunks: int = Field(default=10, ge=1)

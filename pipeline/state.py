@@ -69,6 +69,7 @@ class StateDir:
         except OSError as exc:
             raise StateError(f"cannot take the state lock {self.lock_path}: {exc}") from exc
         self._lock = lock
+        _remove_stale_temp_files(self.path)
         return self
 
     def __exit__(
@@ -101,6 +102,22 @@ def _ensure_writable_dir(path: Path) -> None:
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise StateError(f"state dir {path} is not writable by this user")
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files of ``atomic_write`` that a killed run left in the state dir.
+
+    Called with the lock held, so no live run of this state dir is writing one: any
+    ``.<name>.<random>.tmp`` is a torn write that was never published (the real file is the
+    old one, intact). Without this a run killed mid-checkpoint leaves litter forever.
+    """
+    for tmp in path.glob(".*.tmp"):
+        try:
+            if tmp.is_file():
+                tmp.unlink()
+                log.info("removed %s, left by a run killed while writing", tmp.name)
+        except OSError as exc:
+            log.warning("cannot remove stale temp file %s: %s", tmp, exc)
 
 
 # -- atomic writes -------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.errors import ConfigError
 from pipeline.schemas import (
     FEATURE_COLUMNS,
     PARTITION_COLUMN,
@@ -106,6 +107,24 @@ def write_partition(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
     return final
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir`` and prove it is writable, or raise ``ConfigError``.
+
+    The job calls this before any request: finding out at publish time would throw away a
+    whole run's API budget (and surfaced as a traceback).
+    """
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'output_dir': cannot write to output dir {path}: {exc.strerror or exc}"
+        ) from None
 
 
 # -- conforming data to the schema ----------------------------------------------------------

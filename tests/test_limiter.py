@@ -452,3 +452,39 @@ def test_from_settings_converts_per_minute_to_per_window() -> None:
     assert stats["effective_rate"] == 40
     capped = RateLimiter.from_settings(settings, clock=clock, sleep=clock.sleep, initial_rate=1e6)
     assert capped.effective_rate == 60  # a learned rate never exceeds today's ceiling
+
+
+def test_failed_probe_goes_back_to_the_good_rate_and_probes_less_often() -> None:
+    """2x too high on a strict-spacing server: learn the rate once, then probe rarely."""
+    clock = FakeClock()
+    limiter = make(
+        clock,
+        rate_per_window=20,
+        window_s=10.0,
+        adaptive=True,
+        decrease=0.5,
+        increase_per_window=2,
+        quiet_s=5,
+        min_rate_per_window=1,
+    )
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 10  # the first 429: multiplicative decrease
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 12  # quiet stretch: probe upwards
+    with limiter.acquire("tracks") as permit:  # the probe fails within a window
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 10  # back to the good rate, not 6
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 10  # the next probe waits twice as long
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 12
+    starts = []
+    for _ in range(12):  # paced at the learned rate for good, not only one window
+        with limiter.acquire("tracks") as p:
+            starts.append(p.started_at)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) == pytest.approx(10.0 / 12)
