@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from pipeline.errors import Cancelled
+from pipeline.errors import APIError, Cancelled
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -125,3 +125,47 @@ def run_chunks(
         bar.close()
     if cancelled is not None:
         raise cancelled
+
+
+def run_stage(
+    chunks: Sequence[T],
+    work: Callable[[T], R],
+    *,
+    on_result: Callable[[T, R], None],
+    on_failure: Callable[[T, APIError], None],
+    checkpoint: Callable[[], object],
+    checkpoint_every: int,
+    max_workers: int,
+    desc: str,
+    progress: bool,
+) -> None:
+    """``run_chunks`` as every stage uses it.
+
+    An ``APIError`` (a request that failed after its retries) goes to ``on_failure`` and the
+    stage goes on; anything else propagates. Answers are checkpointed as they land and once
+    more at the end, also when the stage is interrupted. Both callbacks run in the calling
+    thread, so they may update the stage's tallies without a lock.
+    """
+    checkpointer = Checkpointer(checkpoint_every, checkpoint)
+
+    def on_done(chunk: T, result: R | None, error: BaseException | None) -> None:
+        if error is None:
+            on_result(chunk, result)  # type: ignore[arg-type]
+        elif isinstance(error, APIError):
+            on_failure(chunk, error)
+        else:
+            raise error
+        checkpointer.tick()
+
+    try:
+        run_chunks(
+            chunks,
+            work,
+            on_done,
+            max_workers=max_workers,
+            desc=desc,
+            total=len(chunks),
+            progress=progress,
+        )
+    finally:
+        checkpoint()

@@ -9,12 +9,11 @@ asked again every night.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.batching import Checkpointer, chunked, run_chunks
+from pipeline.batching import chunked, run_stage
 from pipeline.caches import Caches
 from pipeline.client import ReccoBeatsClient
 from pipeline.errors import APIError
@@ -57,7 +56,6 @@ def fetch_features(
     rid_of = {s: r for r, s in sp_of.items()}
     # Ask by Spotify ID (confirmed live for this endpoint) and key answers by href.
     ask = [sp_of[r] for r in ask_rids]
-    lock = threading.Lock()
 
     def fetch(chunk: list[str]) -> tuple[int, int, list[str]]:
         """(found, recorded as without features, left unsure) for one chunk."""
@@ -74,28 +72,24 @@ def fetch_features(
             caches.features.put(missing_features_frame(absent, sp_of))
         return len(got), len(absent), []
 
-    def record(chunk: list[str], result, error: BaseException | None) -> None:
-        with lock:
-            out.chunks += 1
-            if error is not None:
-                if not isinstance(error, APIError):
-                    raise error
-                out.failed.extend(rid_of[s] for s in chunk)
-                out.errors.append(str(error))
-                log.warning("features: chunk of %d failed: %s", len(chunk), error)
-            else:
-                found, missing, unsure = result
-                out.found += found
-                out.missing += missing
-                if unsure:
-                    out.failed.extend(unsure)
-                    out.errors.append(
-                        f"{len(unsure)} tracks' features left unknown: the batch held malformed "
-                        "records (asked again next run)"
-                    )
-        checkpointer.tick()
+    def on_result(chunk: list[str], result: tuple[int, int, list[str]]) -> None:
+        found, missing, unsure = result
+        out.chunks += 1
+        out.found += found
+        out.missing += missing
+        if unsure:
+            out.failed.extend(unsure)
+            out.errors.append(
+                f"{len(unsure)} tracks' features left unknown: the batch held malformed "
+                "records (asked again next run)"
+            )
 
-    checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)
+    def on_failure(chunk: list[str], error: APIError) -> None:
+        out.chunks += 1
+        out.failed.extend(rid_of[s] for s in chunk)
+        out.errors.append(str(error))
+        log.warning("features: chunk of %d failed: %s", len(chunk), error)
+
     chunks = chunked(ask, settings.chunk_size)
     log.info(
         "features: %d resolved, %d cached, asking %d in %d chunks",
@@ -104,16 +98,15 @@ def fetch_features(
         out.asked,
         len(chunks),
     )
-    try:
-        run_chunks(
-            chunks,
-            fetch,
-            record,
-            max_workers=settings.chunk_concurrency,
-            desc="audio features",
-            total=len(chunks),
-            progress=progress,
-        )
-    finally:
-        caches.checkpoint_all()
+    run_stage(
+        chunks,
+        fetch,
+        on_result=on_result,
+        on_failure=on_failure,
+        checkpoint=caches.checkpoint_all,
+        checkpoint_every=settings.checkpoint_every_chunks,
+        max_workers=settings.chunk_concurrency,
+        desc="audio features",
+        progress=progress,
+    )
     return out

@@ -12,13 +12,12 @@ track look-ups.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.batching import Checkpointer, chunked, run_chunks
+from pipeline.batching import chunked, run_stage
 from pipeline.caches import Caches
 from pipeline.client import ReccoBeatsClient
 from pipeline.errors import APIError
@@ -95,7 +94,6 @@ def fetch_recommendations(
     if not todo:
         log.info("recommendations: all %d seed chunks cached within TTL", len(plan))
         return out
-    lock = threading.Lock()
 
     def fetch(chunk: SeedChunk) -> int:
         if chunk.index and settings.seed_stagger_s:
@@ -104,17 +102,11 @@ def fetch_recommendations(
         caches.recommendations.put(recommendation_rows(chunk.request_key, tracks))
         return len(tracks)
 
-    def record(chunk: SeedChunk, result, error: BaseException | None) -> None:
-        if error is not None:
-            if not isinstance(error, APIError):
-                raise error
-            with lock:
-                out.failed += 1
-                out.errors.append(str(error))
-            log.warning("recommendations: seeds %s failed: %s", ",".join(chunk.seeds), error)
-        checkpointer.tick()
+    def on_failure(chunk: SeedChunk, error: APIError) -> None:
+        out.failed += 1
+        out.errors.append(str(error))
+        log.warning("recommendations: seeds %s failed: %s", ",".join(chunk.seeds), error)
 
-    checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)
     log.info(
         "recommendations: %d playlists, %d seed chunks, %d cached, asking %d",
         out.playlists,
@@ -122,18 +114,17 @@ def fetch_recommendations(
         out.cached,
         out.asked,
     )
-    try:
-        run_chunks(
-            list(todo.values()),
-            fetch,
-            record,
-            max_workers=settings.seed_chunk_concurrency,
-            desc="recommendations",
-            total=len(todo),
-            progress=progress,
-        )
-    finally:
-        caches.checkpoint_all()
+    run_stage(
+        list(todo.values()),
+        fetch,
+        on_result=lambda chunk, n: None,
+        on_failure=on_failure,
+        checkpoint=caches.checkpoint_all,
+        checkpoint_every=settings.checkpoint_every_chunks,
+        max_workers=settings.seed_chunk_concurrency,
+        desc="recommendations",
+        progress=progress,
+    )
     return out
 
 

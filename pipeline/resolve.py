@@ -10,11 +10,10 @@ fails after retries leaves its IDs unrecorded (``failed``) so the next run asks 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.batching import Checkpointer, chunked, run_chunks
+from pipeline.batching import chunked, run_stage
 from pipeline.caches import Caches
 from pipeline.client import ReccoBeatsClient
 from pipeline.errors import APIError, ClientRequestError
@@ -73,33 +72,28 @@ def resolve_ids(
     if not ask:
         log.info("resolve: all %d IDs known to the registry within TTL", out.distinct)
         return out
-    lock = threading.Lock()
 
     def fetch(chunk: list[str]) -> ChunkAnswer:
         return _resolve_chunk(chunk, client, caches)
 
-    def record(chunk: list[str], result: ChunkAnswer | None, error: BaseException | None) -> None:
-        with lock:
-            out.chunks += 1
-            if error is not None:
-                if not isinstance(error, APIError):
-                    raise error
-                out.failed.extend(chunk)
-                out.errors.append(str(error))
-                log.warning("resolve: chunk of %d IDs failed: %s", len(chunk), error)
-            elif result is not None:
-                out.found += len(result.found)
-                out.missing += len(result.missing) + len(result.rejected)
-                out.rejected_by_api.extend(result.rejected)
-                if result.unsure:
-                    out.failed.extend(result.unsure)
-                    out.errors.append(
-                        f"{len(result.unsure)} IDs left unresolved: the batch held malformed "
-                        "records, so their absence proves nothing (asked again next run)"
-                    )
-        checkpointer.tick()
+    def on_result(chunk: list[str], answer: ChunkAnswer) -> None:
+        out.chunks += 1
+        out.found += len(answer.found)
+        out.missing += len(answer.missing) + len(answer.rejected)
+        out.rejected_by_api.extend(answer.rejected)
+        if answer.unsure:
+            out.failed.extend(answer.unsure)
+            out.errors.append(
+                f"{len(answer.unsure)} IDs left unresolved: the batch held malformed "
+                "records, so their absence proves nothing (asked again next run)"
+            )
 
-    checkpointer = Checkpointer(settings.checkpoint_every_chunks, caches.checkpoint_all)
+    def on_failure(chunk: list[str], error: APIError) -> None:
+        out.chunks += 1
+        out.failed.extend(chunk)
+        out.errors.append(str(error))
+        log.warning("resolve: chunk of %d IDs failed: %s", len(chunk), error)
+
     chunks = chunked(ask, settings.chunk_size)
     log.info(
         "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
@@ -108,18 +102,17 @@ def resolve_ids(
         out.asked,
         len(chunks),
     )
-    try:
-        run_chunks(
-            chunks,
-            fetch,
-            record,
-            max_workers=settings.chunk_concurrency,
-            desc="resolve IDs",
-            total=len(chunks),
-            progress=progress,
-        )
-    finally:
-        caches.checkpoint_all()
+    run_stage(
+        chunks,
+        fetch,
+        on_result=on_result,
+        on_failure=on_failure,
+        checkpoint=caches.checkpoint_all,
+        checkpoint_every=settings.checkpoint_every_chunks,
+        max_workers=settings.chunk_concurrency,
+        desc="resolve IDs",
+        progress=progress,
+    )
     return out
 
 

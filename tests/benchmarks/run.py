@@ -225,6 +225,10 @@ def _row(
         row["failed_ids"] = int(report["ids"].get("failed", 0))
         row["track_status"] = report.get("outputs", {}).get("track_status", {})
         row["exit_code"] = child["exit_code"]
+        row["report_agrees"] = (row["report_requests"], row["report_429"]) == (
+            requests,
+            row["status_429"],
+        )
     return row
 
 
