@@ -44,8 +44,11 @@ def track_json(spotify_id: str = SP1, rid: str = RID, **extra: Any) -> dict[str,
         "id": rid,
         "trackTitle": "All Too Well",
         "artists": [
-            {"id": AID, "name": "Taylor Swift",
-             "href": "https://open.spotify.com/artist/06HL4z0CvFAxyc27GXpf02"}
+            {
+                "id": AID,
+                "name": "Taylor Swift",
+                "href": "https://open.spotify.com/artist/06HL4z0CvFAxyc27GXpf02",
+            }
         ],
         "durationMs": 329160,
         "isrc": "USCJY1231021",
@@ -63,23 +66,41 @@ def features_json(spotify_id: str = SP1, rid: str = RID, **extra: Any) -> dict[s
         "id": rid,
         "href": f"https://open.spotify.com/track/{spotify_id}",
         "isrc": "USUM72104140",
-        "acousticness": 0.123, "danceability": 0.654, "energy": 0.789,
-        "instrumentalness": 0.001, "key": 5, "liveness": 0.111, "loudness": -8.2,
-        "mode": 1, "speechiness": 0.045, "tempo": 121.4, "valence": 0.612,
+        "acousticness": 0.123,
+        "danceability": 0.654,
+        "energy": 0.789,
+        "instrumentalness": 0.001,
+        "key": 5,
+        "liveness": 0.111,
+        "loudness": -8.2,
+        "mode": 1,
+        "speechiness": 0.045,
+        "tempo": 121.4,
+        "valence": 0.612,
         **extra,
     }
 
 
 def paged(items: list[dict[str, Any]], page: int = 0, total_pages: int = 1) -> dict[str, Any]:
-    return {"content": items, "page": page, "size": 25, "totalElements": len(items),
-            "totalPages": total_pages}
+    return {
+        "content": items,
+        "page": page,
+        "size": 25,
+        "totalElements": len(items),
+        "totalPages": total_pages,
+    }
 
 
-ERROR_4002 = {"timestamp": "2025-01-12T07:09:10.228+00:00",
-              "error": "Size must be a greater than zero",
-              "path": "uri=/v1/track/recommendation", "status": 4002}
-ERROR_4004 = {"status": 4004, "errors": [
-    {"path": "getRecommendation.size", "message": "must be less than or equal to 100"}]}
+ERROR_4002 = {
+    "timestamp": "2025-01-12T07:09:10.228+00:00",
+    "error": "Size must be a greater than zero",
+    "path": "uri=/v1/track/recommendation",
+    "status": 4002,
+}
+ERROR_4004 = {
+    "status": 4004,
+    "errors": [{"path": "getRecommendation.size", "message": "must be less than or equal to 100"}],
+}
 
 
 # -- fakes ----------------------------------------------------------------------------------
@@ -92,8 +113,9 @@ class RecordingLimiter(RateLimiter):
         super().__init__(**kw)
         self.told: list[tuple[str, int, float | None]] = []
 
-    def on_response(self, endpoint: str, status: int, retry_after_s: float | None = None,
-                    **kw: Any) -> None:
+    def on_response(
+        self, endpoint: str, status: int, retry_after_s: float | None = None, **kw: Any
+    ) -> None:
         self.told.append((endpoint, status, retry_after_s))
         super().on_response(endpoint, status, retry_after_s, **kw)
 
@@ -110,22 +132,39 @@ class Harness:
         return self.metrics.snapshot()["endpoints"][endpoint]
 
 
-def make_harness(metrics: RequestMetrics | None = None, rng: random.Random | None = None,
-                 use_sleep: bool = True, **overrides: Any) -> Harness:
-    settings = Settings(**{
-        "base_url": BASE, "max_retries": 2, "backoff_base_s": 1.0, "backoff_max_s": 8.0,
-        "max_retry_after_s": 60.0, **overrides,
-    })
+def make_harness(
+    metrics: RequestMetrics | None = None,
+    rng: random.Random | None = None,
+    use_sleep: bool = True,
+    **overrides: Any,
+) -> Harness:
+    settings = Settings(
+        **{
+            "base_url": BASE,
+            "max_retries": 2,
+            "backoff_base_s": 1.0,
+            "backoff_max_s": 8.0,
+            "max_retry_after_s": 60.0,
+            **overrides,
+        }
+    )
     clock = FakeClock(start=1000.0)
     limiter = RecordingLimiter(
-        rate_per_window=10_000, window_s=60.0, max_concurrency=16,
-        max_retry_after_s=settings.max_retry_after_s, clock=clock, sleep=clock.sleep,
+        rate_per_window=10_000,
+        window_s=60.0,
+        max_concurrency=16,
+        max_retry_after_s=settings.max_retry_after_s,
+        clock=clock,
+        sleep=clock.sleep,
         rng=random.Random(1),
     )
     metrics = metrics or RequestMetrics(clock=clock)
     backoffs: list[float] = []
     client = ReccoBeatsClient(
-        settings, limiter, metrics, sleep=backoffs.append if use_sleep else None,
+        settings,
+        limiter,
+        metrics,
+        sleep=backoffs.append if use_sleep else None,
         rng=rng or random.Random(7),
     )
     return Harness(client, limiter, metrics, clock, backoffs)
@@ -180,32 +219,80 @@ def _check_page(result: Any) -> None:
 
 
 CASES = [
-    Case("tracks", f"{BASE}/v1/track", lambda c: c.get_tracks([SP1]),
-         {"content": [track_json()]}, _check_tracks, [], {"content": {"id": RID}}),
-    Case("audio_features", f"{BASE}/v1/audio-features", lambda c: c.get_audio_features([SP1]),
-         {"content": [features_json()]}, _check_features, [], {"content": None}),
-    Case("track", f"{BASE}/v1/track/{RID}", lambda c: c.get_track(RID), track_json(),
-         _check_track,
-         None, [track_json()]),
-    Case("track_audio_features", f"{BASE}/v1/track/{RID}/audio-features",
-         lambda c: c.get_track_audio_features(RID), features_json(),
-         lambda f: _check_features([f]), None, {"content": [features_json()]}),
-    Case("recommendation", f"{BASE}/v1/track/recommendation",
-         lambda c: c.get_recommendations([SP2], size=5), {"content": [track_json()]},
-         _check_tracks, [], [track_json()]),
-    Case("artist_search", f"{BASE}/v1/artist/search", lambda c: c.search_artists("queen"),
-         paged([{"id": AID, "name": "Queen",
-                 "href": f"https://open.spotify.com/artist/{SP1}"}]),
-         _check_page, NotFoundError, {"content": [], "page": 0}),
-    Case("artist_tracks", f"{BASE}/v1/artist/{AID}/track",
-         lambda c: c.get_artist_tracks(AID), paged([track_json()]), _check_page,
-         NotFoundError, {"results": []}),
+    Case(
+        "tracks",
+        f"{BASE}/v1/track",
+        lambda c: c.get_tracks([SP1]),
+        {"content": [track_json()]},
+        _check_tracks,
+        [],
+        {"content": {"id": RID}},
+    ),
+    Case(
+        "audio_features",
+        f"{BASE}/v1/audio-features",
+        lambda c: c.get_audio_features([SP1]),
+        {"content": [features_json()]},
+        _check_features,
+        [],
+        {"content": None},
+    ),
+    Case(
+        "track",
+        f"{BASE}/v1/track/{RID}",
+        lambda c: c.get_track(RID),
+        track_json(),
+        _check_track,
+        None,
+        [track_json()],
+    ),
+    Case(
+        "track_audio_features",
+        f"{BASE}/v1/track/{RID}/audio-features",
+        lambda c: c.get_track_audio_features(RID),
+        features_json(),
+        lambda f: _check_features([f]),
+        None,
+        {"content": [features_json()]},
+    ),
+    Case(
+        "recommendation",
+        f"{BASE}/v1/track/recommendation",
+        lambda c: c.get_recommendations([SP2], size=5),
+        {"content": [track_json()]},
+        _check_tracks,
+        [],
+        [track_json()],
+    ),
+    Case(
+        "artist_search",
+        f"{BASE}/v1/artist/search",
+        lambda c: c.search_artists("queen"),
+        paged([{"id": AID, "name": "Queen", "href": f"https://open.spotify.com/artist/{SP1}"}]),
+        _check_page,
+        NotFoundError,
+        {"content": [], "page": 0},
+    ),
+    Case(
+        "artist_tracks",
+        f"{BASE}/v1/artist/{AID}/track",
+        lambda c: c.get_artist_tracks(AID),
+        paged([track_json()]),
+        _check_page,
+        NotFoundError,
+        {"results": []},
+    ),
 ]
 ids = pytest.mark.parametrize("case", CASES, ids=str)
 
 
-def _json(rsps: responses.RequestsMock, url: str, body: Any, status: int = 200,
-          headers: dict[str, str] | None = None) -> None:
+def _json(
+    rsps: responses.RequestsMock,
+    url: str,
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> None:
     rsps.add(responses.GET, url, json=body, status=status, headers=headers)
 
 
@@ -235,9 +322,15 @@ def test_success(case: Case, h: Harness, rsps: responses.RequestsMock) -> None:
         (415, "<html>Unsupported</html>", None, "rejected with 415"),
     ],
 )
-def test_client_errors_are_not_retried(case: Case, status: int, body: Any, code: int | None,
-                                       text: str, h: Harness,
-                                       rsps: responses.RequestsMock) -> None:
+def test_client_errors_are_not_retried(
+    case: Case,
+    status: int,
+    body: Any,
+    code: int | None,
+    text: str,
+    h: Harness,
+    rsps: responses.RequestsMock,
+) -> None:
     if isinstance(body, str):
         rsps.add(responses.GET, case.url, body=body, status=status, content_type="text/html")
     else:
@@ -266,8 +359,9 @@ def test_not_found(case: Case, h: Harness, rsps: responses.RequestsMock) -> None
 
 
 @ids
-def test_404_for_missing_path_is_an_error_not_missing(case: Case, h: Harness,
-                                                      rsps: responses.RequestsMock) -> None:
+def test_404_for_missing_path_is_an_error_not_missing(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, {"error": "No static resource", "status": 4042}, 404)
     with pytest.raises(ClientRequestError) as info:
         case.call(h.client)
@@ -275,8 +369,9 @@ def test_404_for_missing_path_is_an_error_not_missing(case: Case, h: Harness,
 
 
 @ids
-def test_429_with_retry_after_then_success(case: Case, h: Harness,
-                                           rsps: responses.RequestsMock) -> None:
+def test_429_with_retry_after_then_success(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, {"status": 4291}, 429, headers={"Retry-After": "7"})
     _json(rsps, case.url, case.ok_body)
     start = h.clock()
@@ -292,8 +387,9 @@ def test_429_with_retry_after_then_success(case: Case, h: Harness,
 
 
 @ids
-def test_429_without_retry_after_then_success(case: Case, h: Harness,
-                                              rsps: responses.RequestsMock) -> None:
+def test_429_without_retry_after_then_success(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, {"status": 4291}, 429)
     _json(rsps, case.url, case.ok_body)
     start = h.clock()
@@ -315,8 +411,9 @@ def test_429_beyond_budget(case: Case, h: Harness, rsps: responses.RequestsMock)
 
 
 @ids
-def test_retry_after_above_cap_raises_at_once(case: Case, h: Harness,
-                                              rsps: responses.RequestsMock) -> None:
+def test_retry_after_above_cap_raises_at_once(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, {"status": 4291}, 429, headers={"Retry-After": "3600"})
     start = h.clock()
     with pytest.raises(RateLimitedError) as info:
@@ -344,8 +441,9 @@ def test_5xx_then_success(case: Case, h: Harness, rsps: responses.RequestsMock) 
 
 
 @ids
-def test_persistent_5xx_raises_server_error(case: Case, h: Harness,
-                                            rsps: responses.RequestsMock) -> None:
+def test_persistent_5xx_raises_server_error(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, {"status": 5001, "error": "boom"}, 503)
     with pytest.raises(ServerError) as info:
         case.call(h.client)
@@ -358,10 +456,10 @@ def test_persistent_5xx_raises_server_error(case: Case, h: Harness,
 
 
 @ids
-def test_malformed_json_then_success(case: Case, h: Harness,
-                                     rsps: responses.RequestsMock) -> None:
-    rsps.add(responses.GET, case.url, body='{"content": [', status=200,
-             content_type="application/json")
+def test_malformed_json_then_success(case: Case, h: Harness, rsps: responses.RequestsMock) -> None:
+    rsps.add(
+        responses.GET, case.url, body='{"content": [', status=200, content_type="application/json"
+    )
     _json(rsps, case.url, case.ok_body)
     case.check(case.call(h.client))
     assert len(rsps.calls) == 2
@@ -382,8 +480,7 @@ def test_timeout_then_success(case: Case, h: Harness, rsps: responses.RequestsMo
 
 
 @ids
-def test_persistent_connection_error(case: Case, h: Harness,
-                                     rsps: responses.RequestsMock) -> None:
+def test_persistent_connection_error(case: Case, h: Harness, rsps: responses.RequestsMock) -> None:
     rsps.add(responses.GET, case.url, body=requests.exceptions.ConnectionError("refused"))
     with pytest.raises(TransportError) as info:
         case.call(h.client)
@@ -392,8 +489,9 @@ def test_persistent_connection_error(case: Case, h: Harness,
 
 
 @ids
-def test_wrong_shape_body_names_endpoint(case: Case, h: Harness,
-                                         rsps: responses.RequestsMock) -> None:
+def test_wrong_shape_body_names_endpoint(
+    case: Case, h: Harness, rsps: responses.RequestsMock
+) -> None:
     _json(rsps, case.url, case.bad_shape)
     with pytest.raises(ResponseFormatError) as info:
         case.call(h.client)
@@ -417,21 +515,29 @@ def test_response_size_cap(case: Case, rsps: responses.RequestsMock) -> None:
 
 @pytest.mark.parametrize(
     ("method", "url", "item"),
-    [("get_tracks", f"{BASE}/v1/track", track_json),
-     ("get_audio_features", f"{BASE}/v1/audio-features", features_json)],
+    [
+        ("get_tracks", f"{BASE}/v1/track", track_json),
+        ("get_audio_features", f"{BASE}/v1/audio-features", features_json),
+    ],
 )
-def test_batch_keys_by_href_and_drops_unasked(method: str, url: str, item: Callable,
-                                              h: Harness,
-                                              rsps: responses.RequestsMock) -> None:
-    body = {"content": [
-        item(SP3, rid="r3"),  # order differs from the request
-        item(SP1, rid="r1", href=f"https://open.spotify.com/track/{SP1}?si=abc#frag"),
-        item("9999999999999999999999", rid="r9"),  # nobody asked for this one
-        item(SP1, rid="r1-dup"),  # duplicate: first one wins
-        {"id": "rx", "href": "https://open.spotify.com/album/71kWmMEYEnaabVomYXJUuk"},
-    ]}
-    rsps.add(responses.GET, url, json=body,
-             match=[matchers.query_param_matcher({"ids": f"{SP1},{SP2},{SP3}"})])
+def test_batch_keys_by_href_and_drops_unasked(
+    method: str, url: str, item: Callable, h: Harness, rsps: responses.RequestsMock
+) -> None:
+    body = {
+        "content": [
+            item(SP3, rid="r3"),  # order differs from the request
+            item(SP1, rid="r1", href=f"https://open.spotify.com/track/{SP1}?si=abc#frag"),
+            item("9999999999999999999999", rid="r9"),  # nobody asked for this one
+            item(SP1, rid="r1-dup"),  # duplicate: first one wins
+            {"id": "rx", "href": "https://open.spotify.com/album/71kWmMEYEnaabVomYXJUuk"},
+        ]
+    }
+    rsps.add(
+        responses.GET,
+        url,
+        json=body,
+        match=[matchers.query_param_matcher({"ids": f"{SP1},{SP2},{SP3}"})],
+    )
     result = getattr(h.client, method)([SP3, SP1, SP2, SP1])  # SP2 unknown; SP1 twice
     assert {(r.spotify_id, r.reccobeats_id) for r in result} == {(SP1, "r1"), (SP3, "r3")}
     # One comma-separated `ids` value with literal commas, de-duplicated.
@@ -442,8 +548,12 @@ def test_batch_keys_by_href_and_drops_unasked(method: str, url: str, item: Calla
 
 def test_redirects_are_not_followed(h: Harness, rsps: responses.RequestsMock) -> None:
     """A followed redirect would be an HTTP request the limiter never admitted."""
-    rsps.add(responses.GET, f"{BASE}/v1/track/{RID}", status=302,
-             headers={"Location": f"{BASE}/elsewhere"})
+    rsps.add(
+        responses.GET,
+        f"{BASE}/v1/track/{RID}",
+        status=302,
+        headers={"Location": f"{BASE}/elsewhere"},
+    )
     rsps.add(responses.GET, f"{BASE}/elsewhere", json=track_json())
     with pytest.raises(ClientRequestError) as info:
         h.client.get_track(RID)
@@ -451,14 +561,12 @@ def test_redirects_are_not_followed(h: Harness, rsps: responses.RequestsMock) ->
     assert len(rsps.calls) == 1
 
 
-def test_batch_empty_content_means_all_missing(h: Harness,
-                                               rsps: responses.RequestsMock) -> None:
+def test_batch_empty_content_means_all_missing(h: Harness, rsps: responses.RequestsMock) -> None:
     _json(rsps, f"{BASE}/v1/track", {"content": []})
     assert h.client.get_tracks([SP1, SP2]) == []
 
 
-def test_batch_matches_reccobeats_ids_and_isrcs(h: Harness,
-                                                rsps: responses.RequestsMock) -> None:
+def test_batch_matches_reccobeats_ids_and_isrcs(h: Harness, rsps: responses.RequestsMock) -> None:
     body = {"content": [track_json(SP1, rid="rid-1"), track_json(SP2, rid="rid-2", isrc="USRC1")]}
     _json(rsps, f"{BASE}/v1/track", body)
     result = h.client.get_tracks(["rid-1", "usrc1"])
@@ -467,8 +575,12 @@ def test_batch_matches_reccobeats_ids_and_isrcs(h: Harness,
 
 def test_message_text_never_decides(h: Harness, rsps: responses.RequestsMock) -> None:
     """A 400 whose message mentions 404 (e.g. a URL full of IDs) is still a 400."""
-    _json(rsps, f"{BASE}/v1/track",
-          {"status": 4002, "error": "bad id 404abc in /v1/track?ids=404,404 Not Found"}, 400)
+    _json(
+        rsps,
+        f"{BASE}/v1/track",
+        {"status": 4002, "error": "bad id 404abc in /v1/track?ids=404,404 Not Found"},
+        400,
+    )
     with pytest.raises(ClientRequestError):
         h.client.get_tracks(["404"])
 
@@ -495,15 +607,30 @@ def test_batch_id_validation(h: Harness, rsps: responses.RequestsMock) -> None:
 # -- recommendations, paging ----------------------------------------------------------------
 
 
-def test_recommendation_params_and_validation(h: Harness,
-                                              rsps: responses.RequestsMock) -> None:
-    rsps.add(responses.GET, f"{BASE}/v1/track/recommendation", json={"content": []},
-             match=[matchers.query_param_matcher({
-                 "seeds": "a,b", "size": "10", "energy": "0.5", "key": "-1",
-                 "featureWeight": "2.0", "negativeSeeds": "c"})])
-    assert h.client.get_recommendations(
-        ["b", "a"], size=10, energy=0.5, key=-1, feature_weight=2.0, negative_seeds=["c"]
-    ) == []
+def test_recommendation_params_and_validation(h: Harness, rsps: responses.RequestsMock) -> None:
+    rsps.add(
+        responses.GET,
+        f"{BASE}/v1/track/recommendation",
+        json={"content": []},
+        match=[
+            matchers.query_param_matcher(
+                {
+                    "seeds": "a,b",
+                    "size": "10",
+                    "energy": "0.5",
+                    "key": "-1",
+                    "featureWeight": "2.0",
+                    "negativeSeeds": "c",
+                }
+            )
+        ],
+    )
+    assert (
+        h.client.get_recommendations(
+            ["b", "a"], size=10, energy=0.5, key=-1, feature_weight=2.0, negative_seeds=["c"]
+        )
+        == []
+    )
     for bad in (
         lambda: h.client.get_recommendations([f"s{i}" for i in range(6)]),
         lambda: h.client.get_recommendations(["a"], size=0),
@@ -535,23 +662,27 @@ def test_search_validation(h: Harness) -> None:
             bad()
 
 
-def test_iter_artist_tracks_pages_until_total(h: Harness,
-                                              rsps: responses.RequestsMock) -> None:
+def test_iter_artist_tracks_pages_until_total(h: Harness, rsps: responses.RequestsMock) -> None:
     url = f"{BASE}/v1/artist/{AID}/track"
-    pages = [[track_json(SP1, rid="r1")],
-             [track_json(SP2, rid="r2"), track_json(SP1, rid="r1")],  # SP1 repeated
-             [track_json(SP3, rid="r3")]]
+    pages = [
+        [track_json(SP1, rid="r1")],
+        [track_json(SP2, rid="r2"), track_json(SP1, rid="r1")],  # SP1 repeated
+        [track_json(SP3, rid="r3")],
+    ]
     for n, items in enumerate(pages):
-        rsps.add(responses.GET, url, json=paged(items, page=n, total_pages=3),
-                 match=[matchers.query_param_matcher({"page": str(n), "size": "50"})])
+        rsps.add(
+            responses.GET,
+            url,
+            json=paged(items, page=n, total_pages=3),
+            match=[matchers.query_param_matcher({"page": str(n), "size": "50"})],
+        )
     assert [t.spotify_id for t in h.client.iter_artist_tracks(AID)] == [SP1, SP2, SP3]
     assert len(rsps.calls) == 3
     assert [t.spotify_id for t in h.client.iter_artist_tracks(AID, max_pages=2)] == [SP1, SP2]
     assert len(rsps.calls) == 5
 
 
-def test_iter_artist_tracks_stops_on_empty_page(h: Harness,
-                                                rsps: responses.RequestsMock) -> None:
+def test_iter_artist_tracks_stops_on_empty_page(h: Harness, rsps: responses.RequestsMock) -> None:
     _json(rsps, f"{BASE}/v1/artist/{AID}/track", paged([], total_pages=99))
     assert list(h.client.iter_artist_tracks(AID)) == []
     assert len(rsps.calls) == 1
@@ -580,6 +711,7 @@ def _blocking_callback(gate: threading.Event, status: int, body: Any) -> Callabl
     def callback(_request: Any) -> tuple[int, dict[str, str], str]:
         assert gate.wait(10), "the other threads never joined the in-flight call"
         return status, {"Content-Type": "application/json"}, json.dumps(body)
+
     return callback
 
 
@@ -605,11 +737,13 @@ def test_concurrent_identical_requests_make_one_call(rsps: responses.RequestsMoc
     metrics = GatedMetrics(n - 1)
     h = make_harness(metrics=metrics)
     body = {"content": [track_json(SP1, rid="r1"), track_json(SP2, rid="r2")]}
-    rsps.add_callback(responses.GET, f"{BASE}/v1/track",
-                      callback=_blocking_callback(metrics.joined, 200, body))
+    rsps.add_callback(
+        responses.GET, f"{BASE}/v1/track", callback=_blocking_callback(metrics.joined, 200, body)
+    )
     # Same set of IDs in different orders and with duplicates: one normalised request.
     results = _ask_concurrently(
-        lambda i: h.client.get_tracks([SP2, SP1] if i % 2 else [SP1, SP2, SP1]), n)
+        lambda i: h.client.get_tracks([SP2, SP1] if i % 2 else [SP1, SP2, SP1]), n
+    )
     assert len(rsps.calls) == 1
     assert all(r == results[0] for r in results)
     assert {t.spotify_id for t in results[0]} == {SP1, SP2}
@@ -622,8 +756,11 @@ def test_concurrent_identical_requests_share_the_error(rsps: responses.RequestsM
     n = 10
     metrics = GatedMetrics(n - 1)
     h = make_harness(metrics=metrics)
-    rsps.add_callback(responses.GET, f"{BASE}/v1/audio-features",
-                      callback=_blocking_callback(metrics.joined, 400, ERROR_4002))
+    rsps.add_callback(
+        responses.GET,
+        f"{BASE}/v1/audio-features",
+        callback=_blocking_callback(metrics.joined, 400, ERROR_4002),
+    )
     results = _ask_concurrently(lambda _i: h.client.get_audio_features([SP1]), n)
     assert len(rsps.calls) == 1
     assert all(isinstance(r, ClientRequestError) and r.api_code == 4002 for r in results)

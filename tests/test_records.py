@@ -249,7 +249,8 @@ def test_recorded_features_parse_cleanly() -> None:
     parsed = records.parse_features_list(body, "audio_features")
     assert [f.spotify_id for f in parsed.items] == ["00aqkszH1FdUiJJWvX6iEl"]
     single = records.parse_single(
-        _example("track_audio_features__fixture.json"), "track_audio_features",
+        _example("track_audio_features__fixture.json"),
+        "track_audio_features",
         records.features_item,
     )
     assert single.spotify_id == "spotify-track-001"
