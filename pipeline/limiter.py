@@ -14,7 +14,9 @@ enforces, for every thread at once:
 * optionally (``adaptive``) a learned global rate: multiplicative decrease on 429,
   additive increase after ``quiet_s`` of answers without a 429, never above the ceiling. An
   increase is a probe: a 429 within one window of it restores the rate that worked (no
-  cut) and doubles the quiet stretch before the next probe. After the first 429 starts
+  cut) and doubles the quiet stretch before the next probe; after the run's first 429 a
+  probe is made only while 429s stay within ``probe_429_budget`` (1 %) of the requests
+  made. After the first 429 starts
   stay spaced window/rate apart for the rest of the run (the server may be strict spacing).
 
 Rates are counts per window (``window_s``). Settings and ``EndpointLimit`` speak per minute;
@@ -150,6 +152,7 @@ class RateLimiter:
         backoff_max_s: float = 60.0,
         initial_rate: float | None = None,
         margin_s: float = 0.0,
+        probe_429_budget: float | None = 0.01,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
@@ -170,6 +173,7 @@ class RateLimiter:
         self._decrease = decrease
         self._increase = float(increase_per_window)
         self._quiet = float(quiet_s)
+        self._probe_budget = probe_429_budget  # None: probe whenever the quiet stretch passed
         self._max_retry_after = float(max_retry_after_s)
         self._backoff_base = float(backoff_base_s)
         self._backoff_max = float(backoff_max_s)
@@ -217,6 +221,7 @@ class RateLimiter:
         self._decreases = 0
         self._increases = 0
         self._acquired: dict[str, int] = {}
+        self._acquired_total = 0
         self._wait_total = 0.0
         self._waited = 0
 
@@ -249,6 +254,7 @@ class RateLimiter:
             backoff_max_s=settings.backoff_max_s,
             initial_rate=initial_rate,
             margin_s=settings.jitter_margin_s,
+            probe_429_budget=settings.adaptive_probe_429_budget,
             clock=clock,
             sleep=sleep,
             rng=rng,
@@ -328,6 +334,7 @@ class RateLimiter:
                     self._adaptive
                     and self._rate < self._ceiling
                     and now - self._quiet_anchor >= self._probe_quiet
+                    and self._probe_affordable()
                 ):
                     self._good_rate = self._rate
                     self._rate = min(self._ceiling, self._rate + self._increase)
@@ -452,6 +459,7 @@ class RateLimiter:
         self._in_flight += 1
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         self._acquired[endpoint] = self._acquired.get(endpoint, 0) + 1
+        self._acquired_total += 1
         waited = now - entered
         if waited > 0:
             self._wait_total += waited
@@ -462,6 +470,14 @@ class RateLimiter:
         with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()
+
+    def _probe_affordable(self) -> bool:
+        """A probe may cost a 429: after this run's first 429, probe only while 429s stay
+        within ``probe_429_budget`` of the requests made (small runs keep the rate that
+        works instead of spending a tenth of their calls on probes; long runs still climb)."""
+        if self._count_429 == 0 or self._probe_budget is None:
+            return True
+        return self._count_429 + 1 <= self._probe_budget * self._acquired_total
 
     def _backoff(self) -> float:
         exponent = min(self._consecutive_429 - 1, 62)

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     adaptive_increase_per_min: float = Field(default=6.0, ge=0)
     adaptive_quiet_s: float = Field(default=30.0, gt=0)
     adaptive_min_rate: float = Field(default=6.0, gt=0, description="floor, requests/min")
+    adaptive_probe_429_budget: float = Field(
+        default=0.01, ge=0, le=1, description="share of requests upward probes may lose to 429"
+    )
 
     # -- HTTP ----------------------------------------------------------------------------
     connect_timeout_s: float = Field(default=10.0, gt=0)

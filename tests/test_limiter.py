@@ -466,6 +466,7 @@ def test_failed_probe_goes_back_to_the_good_rate_and_probes_less_often() -> None
         increase_per_window=2,
         quiet_s=5,
         min_rate_per_window=1,
+        probe_429_budget=None,  # probe mechanics only (the 429 budget has its own test)
     )
     with limiter.acquire("tracks") as permit:
         limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
@@ -488,3 +489,32 @@ def test_failed_probe_goes_back_to_the_good_rate_and_probes_less_often() -> None
             starts.append(p.started_at)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) == pytest.approx(10.0 / 12)
+
+
+def test_probes_spend_at_most_the_429_budget() -> None:
+    """After a 429, a probe (which may cost another) waits until 429s fit in 1 % of calls."""
+    clock = FakeClock()
+    limiter = make(
+        clock,
+        rate_per_window=1000,
+        window_s=10.0,
+        adaptive=True,
+        decrease=0.5,
+        increase_per_window=10,
+        quiet_s=1,
+        probe_429_budget=0.01,
+    )
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 0.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 500
+    for _ in range(198):  # 199 requests so far: a second 429 would be > 1 %
+        with limiter.acquire("tracks"):
+            pass
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 500  # quiet long enough, but no budget for a probe yet
+    with limiter.acquire("tracks"):  # the 200th request: 2 x 429 in 200 fits 1 %
+        pass
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 510
