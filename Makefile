@@ -41,7 +41,7 @@ test-airflow: $(AF_STAMP)
 test: lint unit test-airflow
 
 demo: $(STAMP)
-	$(VENV)/bin/reccobeats-etl demo
+	$(VENV)/bin/reccobeats-etl demo --output data/demo
 
 bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
