@@ -25,6 +25,19 @@ log = logging.getLogger("pipeline")
 
 SAMPLE_INPUT = Path("data/sample/tracks.parquet")
 
+RUN_EPILOG = """exit codes:
+  0    success
+  2    usage, configuration or input error (one line on stderr)
+  3    some requests failed after retries; successful rows are written, failures are
+       listed in <output>/runs/<run_id>.json
+  4    another run holds the state dir's lock (see --lock-wait)
+  5    the state dir cannot be used
+  130  stopped by SIGINT/SIGTERM (state checkpointed first)
+  1    unexpected error
+
+example:
+  reccobeats-etl run --input tracks.parquet --date 2026-11-23 --rate-limit 60"""
+
 
 def _date(value: str) -> date:
     try:
@@ -46,7 +59,9 @@ def _positive(value: str) -> float:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    p.add_argument("--config", type=Path, help="TOML settings file (env: RECCOBEATS_CONFIG)")
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML settings file (env: RECCOBEATS_CONFIG)"
+    )
     prog = p.add_mutually_exclusive_group()
     prog.add_argument(
         "--progress",
@@ -72,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_EPILOG,
         help="run the nightly job on a track list",
         description="Read track IDs from Parquet, resolve them, fetch audio "
         "features and recommendations, write date partitions and a run report.",
@@ -79,20 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--input",
         type=Path,
+        metavar="PATH",
         help="Parquet file or directory of Parquet files (env: RECCOBEATS_INPUT)",
     )
     run.add_argument(
-        "--output", dest="output_dir", type=Path, help="output root (default data/output)"
+        "--output",
+        dest="output_dir",
+        type=Path,
+        metavar="DIR",
+        help="output root (default data/output)",
     )
-    run.add_argument("--state-dir", type=Path, help="registry/caches dir (default data/state)")
+    run.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="registry/caches dir (default data/state)"
+    )
     run.add_argument(
         "--date",
         dest="run_date",
         type=_date,
+        metavar="YYYY-MM-DD",
         help="partition date YYYY-MM-DD (default: today, UTC)",
     )
     run.add_argument(
         "--base-url",
+        metavar="URL",
         help="API base URL (default https://api.reccobeats.com; env: RECCOBEATS_BASE_URL)",
     )
     run.add_argument(
@@ -101,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REQUESTS_PER_MIN",
         help="global sliding-window ceiling across all endpoints",
     )
-    run.add_argument("--id-column", help="input column holding track IDs/URIs/URLs")
+    run.add_argument("--id-column", metavar="NAME", help="input column holding track IDs/URIs/URLs")
     run.add_argument(
         "--no-recommendations",
         dest="recommendations",
@@ -125,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lock-wait",
         dest="lock_wait_s",
         type=float,
+        metavar="SECONDS",
         help="seconds to wait for another run's state lock (default 0: exit 4)",
     )
     _add_common(run)

@@ -29,9 +29,10 @@ from pipeline.errors import EXIT_OK, EXIT_PARTIAL, Cancelled, ConfigError, Input
 from pipeline.features import FeaturesOutcome, fetch_features
 from pipeline.limiter import RateLimiter
 from pipeline.metrics import RequestMetrics
-from pipeline.reader import InputBatch, read_input, write_rejects
+from pipeline.reader import InputBatch, read_input
 from pipeline.recommend import (
     RecommendOutcome,
+    SeedChunk,
     assemble_recommendations,
     fetch_recommendations,
     plan_seed_chunks,
@@ -46,6 +47,7 @@ from pipeline.writer import (
     check_output_dir,
     tracks_schema,
     write_partition,
+    write_rejects,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,48 @@ def run_job(
     their retries do not raise: the run finishes, writes what it has, and returns
     ``status="partial"`` with exit code 3 and the failures listed in the report.
     """
+    _check_call(settings, stages, dry_run)
+    started = clock()
+    t0 = time.monotonic()
+    show = _want_progress(settings.progress if progress is None else progress)
+    batch = _read(settings, run_date)
+    distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
+    run_id = new_run_id(run_date, started)
+    log.info(
+        "run %s: %d rows (%d rejected), %d distinct IDs from %d file(s)",
+        run_id, len(batch.rows), len(batch.rejects), len(distinct), len(batch.files),
+    )  # fmt: skip
+    state_dir = Path(settings.state_dir)
+    with StateDir(state_dir, settings.lock_wait_s):
+        caches = Caches.load(state_dir, settings, clock)
+        if dry_run:
+            return _dry_run(settings, run_date, run_id, batch, distinct, caches)
+        with _ApiSession(settings, state_dir, cancel or threading.Event(), clock) as api:
+            try:
+                fetched = _fetch(set(stages), batch, distinct, api, caches, settings, show)
+            except Cancelled:
+                log.warning("run %s: stop requested; checkpointing state", run_id)
+                caches.checkpoint_all()
+                raise
+        base = _base_figures(run_id, run_date, started, stages, batch, distinct, fetched)
+        if "publish" in stages:
+            base["outputs"] = _publish(settings, run_date, batch, caches, fetched.plan)
+        figures = build_report(
+            base=base,
+            settings=settings,
+            metrics=api.metrics.snapshot(),
+            limiter=api.limiter.stats(),
+            caches=caches.hit_counts(),
+            wall_s=time.monotonic() - t0,
+            api_wall_s=api.wall_s,
+        )
+        figures["timeline"] = api.metrics.timeline()
+        path = write_report(figures, Path(settings.output_dir))
+        figures["report_path"] = str(path)
+    return RunReport(run_id, run_date, base["status"], base["exit_code"], path, figures)
+
+
+def _check_call(settings: Settings, stages: Collection[str], dry_run: bool) -> None:
     unknown = set(stages) - set(STAGES)
     if unknown or not stages:
         raise ConfigError(f"setting 'stages': unknown {sorted(unknown)}; choose from {STAGES}")
@@ -107,126 +151,144 @@ def run_job(
         raise ConfigError("setting 'input': no input given (--input or RECCOBEATS_INPUT)")
     if not dry_run:
         check_output_dir(Path(settings.output_dir))  # before any request, not at publish
-    started = clock()
-    t0 = time.monotonic()
-    show = _want_progress(settings.progress if progress is None else progress)
-    batch = read_input(Path(settings.input), settings.id_column)
-    rows = batch.rows
-    if rows.empty:
+
+
+def _read(settings: Settings, run_date: date) -> InputBatch:
+    """The input, or ``InputError`` when not one row has a usable ID (rejects still written)."""
+    batch = read_input(Path(settings.input or ""), settings.id_column)
+    if batch.rows.empty:
         kept = write_rejects(batch.rejects, Path(settings.output_dir), run_date)
         raise InputError(
             f"no valid track IDs in {settings.input}: all {len(batch.rejects)} rows rejected "
             f"(reasons in {kept})"
         )
-    distinct = pd.unique(rows["spotify_id"].dropna()).tolist()
-    run_id = new_run_id(run_date, started)
-    log.info(
-        "run %s: %d rows (%d rejected), %d distinct IDs from %d file(s)",
-        run_id,
-        len(rows),
-        len(batch.rejects),
-        len(distinct),
-        len(batch.files),
-    )
-    with StateDir(Path(settings.state_dir), settings.lock_wait_s):
-        caches = Caches.load(Path(settings.state_dir), settings, clock)
-        if dry_run:
-            return _dry_run(settings, run_date, run_id, batch, distinct, caches)
-        learned = load_learned_rate(Path(settings.state_dir)) if settings.adaptive else None
-        limiter = RateLimiter.from_settings(settings, initial_rate=learned)
-        metrics = RequestMetrics()
-        client = ReccoBeatsClient(settings, limiter, metrics)
-        stop = cancel or threading.Event()
-        watcher = _CancelWatcher(stop, limiter)
-        fetching = set(stages) | (
-            {"resolve", "features", "recommendations"} if "publish" in stages else set()
-        )
-        res, feat, recs = (
-            ResolveOutcome(distinct=len(distinct)),
-            FeaturesOutcome(),
-            RecommendOutcome(),
-        )
-        api_t0 = time.monotonic()
-        try:
-            if "resolve" in fetching:
-                res = resolve_ids(
-                    distinct, client=client, caches=caches, settings=settings, progress=show
-                )
-            resolved = _resolved(caches, distinct)
-            if "features" in fetching:
-                feat = fetch_features(
-                    resolved, client=client, caches=caches, settings=settings, progress=show
-                )
-            plan = plan_seed_chunks(rows, set(resolved["spotify_id"]), settings)
-            if settings.recommendations and "recommendations" in fetching:
-                recs = fetch_recommendations(
-                    plan,
-                    client=client,
-                    caches=caches,
-                    settings=settings,
-                    sleep=lambda s: _interruptible_sleep(stop, s),
-                    progress=show,
-                )
-        except Cancelled:
-            log.warning("run %s: stop requested; checkpointing state", run_id)
-            caches.checkpoint_all()
-            raise
-        finally:
-            api_wall = time.monotonic() - api_t0
-            watcher.close()
-            client.close()
-            if settings.adaptive:
-                save_learned_rate(Path(settings.state_dir), limiter.effective_rate, clock())
-        failed_ids = sorted(set(res.failed))
-        failures = res.errors + feat.errors + recs.errors
-        status = "partial" if failures else "ok"
-        base: dict[str, Any] = {
-            "run_id": run_id,
-            "run_date": run_date.isoformat(),
-            "started_at": started.isoformat(),
-            "stages": [s for s in STAGES if s in stages],
-            "status": status,
-            "exit_code": EXIT_PARTIAL if failures else EXIT_OK,
-            "input": {"files": [str(p) for p in batch.files], "id_column": batch.id_column},
-            "rows": {"valid": len(rows), "rejected": len(batch.rejects)},
-            "ids": {
-                "distinct": len(distinct),
-                "known": res.known,
-                "new": res.asked,
-                "found": res.found,
-                "missing": res.missing,
-                "rejected_by_api": len(res.rejected_by_api),
-                "invalid_rows": len(batch.rejects),
-                "failed": len(failed_ids),
-            },
-            "features": {
-                k: getattr(feat, k) for k in ("resolved", "cached", "asked", "found", "missing")
-            },
-            "recommendations": {
-                k: getattr(recs, k) for k in ("playlists", "chunks", "cached", "asked", "failed")
-            },
-            "failures": {
-                "count": len(failures),
-                "messages": failures[:50],
-                "failed_ids": failed_ids[:1000],
-            },
-            "outputs": {},
-        }
-        if "publish" in stages:
-            base["outputs"] = _publish(settings, run_date, batch, caches, plan)
-        figures = build_report(
-            base=base,
-            settings=settings,
-            metrics=metrics.snapshot(),
-            limiter=limiter.stats(),
-            caches=caches.hit_counts(),
-            wall_s=time.monotonic() - t0,
-            api_wall_s=api_wall,
-        )
-        figures["timeline"] = metrics.timeline()
-        path = write_report(figures, Path(settings.output_dir))
-        figures["report_path"] = str(path)
-    return RunReport(run_id, run_date, status, base["exit_code"], path, figures)
+    return batch
+
+
+class _ApiSession:
+    """The run's one limiter, client and metrics; on exit, the learned rate is saved.
+
+    Holds the cancel watcher too, so a set ``stop`` event ends every wait at once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path,
+        stop: threading.Event,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._state_dir = state_dir
+        self._clock = clock
+        self.stop = stop
+        learned = load_learned_rate(state_dir) if settings.adaptive else None
+        self.limiter = RateLimiter.from_settings(settings, initial_rate=learned)
+        self.metrics = RequestMetrics()
+        self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
+        self.wall_s = 0.0
+
+    def __enter__(self) -> _ApiSession:
+        self._t0 = time.monotonic()
+        self._watcher = _CancelWatcher(self.stop, self.limiter)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.monotonic() - self._t0
+        self._watcher.close()
+        self.client.close()
+        if self._settings.adaptive:
+            save_learned_rate(self._state_dir, self.limiter.effective_rate, self._clock())
+
+    def sleep(self, seconds: float) -> None:
+        """A wait that a stop request interrupts (the recommendation stagger)."""
+        _interruptible_sleep(self.stop, seconds)
+
+
+@dataclass
+class _Fetched:
+    resolve: ResolveOutcome
+    features: FeaturesOutcome
+    recommendations: RecommendOutcome
+    plan: list[SeedChunk]
+
+    @property
+    def failures(self) -> list[str]:
+        return self.resolve.errors + self.features.errors + self.recommendations.errors
+
+
+def _fetch(
+    stages: set[str],
+    batch: InputBatch,
+    distinct: list[str],
+    api: _ApiSession,
+    caches: Caches,
+    settings: Settings,
+    show: bool,
+) -> _Fetched:
+    """Resolve -> features -> recommendations, each only if asked for (``publish``: all)."""
+    if "publish" in stages:
+        stages = stages | {"resolve", "features", "recommendations"}
+    common = {"client": api.client, "caches": caches, "settings": settings, "progress": show}
+    res = ResolveOutcome(distinct=len(distinct))
+    feat, recs = FeaturesOutcome(), RecommendOutcome()
+    if "resolve" in stages:
+        res = resolve_ids(distinct, **common)
+    resolved = _resolved(caches, distinct)
+    if "features" in stages:
+        feat = fetch_features(resolved, **common)
+    plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), settings)
+    if settings.recommendations and "recommendations" in stages:
+        recs = fetch_recommendations(plan, sleep=api.sleep, **common)
+    return _Fetched(res, feat, recs, plan)
+
+
+def _base_figures(
+    run_id: str,
+    run_date: date,
+    started: datetime,
+    stages: Collection[str],
+    batch: InputBatch,
+    distinct: list[str],
+    fetched: _Fetched,
+) -> dict[str, Any]:
+    """The run's own figures (IDs, stages, failures); the report adds requests and timing."""
+    res, feat, recs = fetched.resolve, fetched.features, fetched.recommendations
+    failures = fetched.failures
+    failed_ids = sorted(set(res.failed))
+    return {
+        "run_id": run_id,
+        "run_date": run_date.isoformat(),
+        "started_at": started.isoformat(),
+        "stages": [s for s in STAGES if s in stages],
+        "status": "partial" if failures else "ok",
+        "exit_code": EXIT_PARTIAL if failures else EXIT_OK,
+        "input": {"files": [str(p) for p in batch.files], "id_column": batch.id_column},
+        "rows": {"valid": len(batch.rows), "rejected": len(batch.rejects)},
+        "ids": {
+            "distinct": len(distinct),
+            "known": res.known,
+            "new": res.asked,
+            "found": res.found,
+            "missing": res.missing,
+            "rejected_by_api": len(res.rejected_by_api),
+            "invalid_rows": len(batch.rejects),
+            "failed": len(failed_ids),
+        },
+        "features": {
+            k: getattr(feat, k) for k in ("resolved", "cached", "asked", "found", "missing")
+        },
+        "recommendations": {
+            k: getattr(recs, k) for k in ("playlists", "chunks", "cached", "asked", "failed")
+        },
+        "failures": {
+            "count": len(failures),
+            "messages": failures[:50],
+            "failed_ids": failed_ids[:1000],
+            "failed_feature_reccobeats_ids": sorted(set(feat.failed))[:1000],
+        },
+        "outputs": {},
+    }
 
 
 class _CancelWatcher:
@@ -286,7 +348,7 @@ def enrich_rows(rows: pd.DataFrame, caches: Caches, spotify_ids: list[str]) -> p
 
 
 def _publish(
-    settings: Settings, run_date: date, batch: InputBatch, caches: Caches, plan: list
+    settings: Settings, run_date: date, batch: InputBatch, caches: Caches, plan: list[SeedChunk]
 ) -> dict[str, Any]:
     out_dir = Path(settings.output_dir)
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()

@@ -32,12 +32,9 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -312,41 +309,3 @@ def _as_text_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 # -- rejects file ---------------------------------------------------------------------------
-
-
-def rejects_path(output_dir: Path, run_date: date) -> Path:
-    """``<output>/rejects/date=YYYY-MM-DD/rejects.parquet`` (built from the date only)."""
-    return Path(output_dir) / "rejects" / f"date={run_date.isoformat()}" / "rejects.parquet"
-
-
-def write_rejects(rejects: pd.DataFrame, path: Path, run_date: date | None = None) -> Path:
-    """Write ``rejects`` atomically (temp file + fsync + rename), replacing the target.
-
-    ``write_rejects(rejects, file)`` writes ``file``; ``write_rejects(rejects, output_dir,
-    run_date)`` writes ``rejects_path(output_dir, run_date)``. Every column is text except
-    ``row_number`` (int64); an empty frame still writes a file, so "no rejects today" is
-    distinguishable from "the job did not run". Returns the file written.
-    """
-    path = Path(path) if run_date is None else rejects_path(Path(path), run_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema(
-        [pa.field(c, pa.int64() if c == ROW_NUMBER else pa.string()) for c in rejects.columns]
-    )
-    table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # hidden from readers
-    try:
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
-    return path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

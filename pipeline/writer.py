@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
+from pipeline.reader import ROW_NUMBER
 from pipeline.schemas import (
     FEATURE_COLUMNS,
     PARTITION_COLUMN,
@@ -304,3 +305,33 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def rejects_path(output_dir: Path, run_date: date) -> Path:
+    """``<output>/rejects/date=YYYY-MM-DD/rejects.parquet`` (built from the date only)."""
+    return Path(output_dir) / "rejects" / f"date={run_date.isoformat()}" / "rejects.parquet"
+
+
+def write_rejects(rejects: pd.DataFrame, path: Path, run_date: date | None = None) -> Path:
+    """Write ``rejects`` atomically (temp file + fsync + rename), replacing the target.
+
+    ``write_rejects(rejects, file)`` writes ``file``; ``write_rejects(rejects, output_dir,
+    run_date)`` writes ``rejects_path(output_dir, run_date)``. Every column is text except
+    ``row_number`` (int64); an empty frame still writes a file, so "no rejects today" is
+    distinguishable from "the job did not run". Returns the file written.
+    """
+    path = Path(path) if run_date is None else rejects_path(Path(path), run_date)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema(
+        [pa.field(c, pa.int64() if c == ROW_NUMBER else pa.string()) for c in rejects.columns]
+    )
+    table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # hidden from readers
+    try:
+        pq.write_table(table, tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent)
+    return path
