@@ -30,19 +30,20 @@ EMPTY = "empty"  # a recommendation request that returned no tracks
 
 _STRINGS = pa.list_(pa.string())
 
+#: A track as the API describes it (from ``/v1/track`` and recommendation responses alike).
+_TRACK_COLUMNS = [
+    ("reccobeats_id", pa.string()),
+    ("spotify_id", pa.string()),
+    ("title", pa.string()),
+    ("artists", _STRINGS),
+    ("artist_ids", _STRINGS),
+    ("duration_ms", pa.int64()),
+    ("popularity", pa.int64()),
+    ("isrc", pa.string()),
+]
+
 TRACKS_SCHEMA = pa.schema(
-    [
-        ("reccobeats_id", pa.string()),
-        ("spotify_id", pa.string()),
-        ("title", pa.string()),
-        ("artists", _STRINGS),
-        ("artist_ids", _STRINGS),
-        ("duration_ms", pa.int64()),
-        ("popularity", pa.int64()),
-        ("isrc", pa.string()),
-        ("status", pa.string()),  # found
-        ("checked_at", CHECKED_AT_TYPE),
-    ]
+    [*_TRACK_COLUMNS, ("status", pa.string()), ("checked_at", CHECKED_AT_TYPE)]  # found
 )
 
 FEATURES_SCHEMA = pa.schema(
@@ -55,14 +56,7 @@ RECOMMENDATIONS_SCHEMA = pa.schema(
     [
         ("request_key", pa.string()),
         ("rank", pa.int32()),  # 1-based; null on the single row of an empty result
-        ("reccobeats_id", pa.string()),
-        ("spotify_id", pa.string()),
-        ("title", pa.string()),
-        ("artists", _STRINGS),
-        ("artist_ids", _STRINGS),
-        ("duration_ms", pa.int64()),
-        ("popularity", pa.int64()),
-        ("isrc", pa.string()),
+        *_TRACK_COLUMNS,
         ("status", pa.string()),  # found | empty
         ("checked_at", CHECKED_AT_TYPE),
     ]
