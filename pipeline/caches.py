@@ -158,6 +158,9 @@ class RecommendationCache:
     def checkpoint(self) -> int:
         return self.table.checkpoint()
 
+    def journal(self) -> int:
+        return self.table.journal()
+
     @property
     def hits(self) -> int:
         return self.table.hits
@@ -190,8 +193,12 @@ class Caches:
         )
 
     def checkpoint_all(self) -> dict[str, int]:
-        """Persist every table; rows written per table (0: unchanged)."""
+        """Rewrite every changed table (and drop its journal); rows written per table."""
         return {name: table.checkpoint() for name, table in self._tables().items()}
+
+    def journal_all(self) -> dict[str, int]:
+        """Append each table's unsaved rows to its journal: cheap, so after every chunk."""
+        return {name: table.journal() for name, table in self._tables().items()}
 
     def hit_counts(self) -> dict[str, tuple[int, int]]:
         """``{table: (hits, misses)}`` for the run report."""

@@ -106,6 +106,10 @@ class IdRegistry:
         """Atomically persist; returns rows written (0 if unchanged)."""
         return self.table.checkpoint()
 
+    def journal(self) -> int:
+        """Append the answers recorded since the last save (cheap; see ``TtlTable``)."""
+        return self.table.journal()
+
     @property
     def hits(self) -> int:
         return self.table.hits

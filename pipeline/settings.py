@@ -133,7 +133,9 @@ class Settings(BaseSettings):
     tracks_ttl_days: float = Field(default=60.0, gt=0)
     features_ttl_days: float = Field(default=30.0, gt=0)
     recommendations_ttl_hours: float = Field(default=20.0, gt=0)
-    checkpoint_every_chunks: int = Field(default=10, ge=1)
+    checkpoint_every_chunks: int = Field(
+        default=1, ge=1, description="journal the state after this many chunks (cheap)"
+    )
     lock_wait_s: float = Field(default=0.0, ge=0, description="0: exit at once if locked")
 
     # -- scheduling / UX -----------------------------------------------------------------

@@ -111,7 +111,7 @@ def _remove_stale_temp_files(path: Path) -> None:
     ``.<name>.<random>.tmp`` is a torn write that was never published (the real file is the
     old one, intact). Without this a run killed mid-checkpoint leaves litter forever.
     """
-    for tmp in path.glob(".*.tmp"):
+    for tmp in [*path.glob(".*.tmp"), *path.glob("*.journal/.*.tmp")]:
         try:
             if tmp.is_file():
                 tmp.unlink()

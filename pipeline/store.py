@@ -14,13 +14,24 @@ The registry and every entity cache are one of these (design.md section 4). Desi
   threads cost O(total rows), and a put never waits for a merge of the big table.
 * The frame is never mutated in place, only replaced, so ``checkpoint`` can write a snapshot
   without holding the table lock while Parquet is encoded.
+* Two ways to persist. ``journal()`` appends only the rows put since the last journal or
+  checkpoint, as one small file in ``<file>.journal/`` (atomic; O(new rows)), so a stage can
+  save after every chunk even when the table holds a million rows. ``checkpoint()`` rewrites
+  the whole file atomically, records in its metadata the last journal entry it includes,
+  then deletes the journal. Loading reads the file and replays newer journal entries in
+  order, so a killed run loses at most what was in flight. (A crash between the rewrite and
+  the deletion is harmless: the marker tells which entries are already in the file.)
 * ``multi_row=True`` lets one key own several rows (recommendations: one row per
   recommended track). A put replaces *all* rows of its keys; fresh() returns all of them.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.state import atomic_write_parquet, read_parquet_safely
+from pipeline.state import atomic_write, quarantine, read_parquet_safely
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -40,6 +54,9 @@ CHECKED_AT_TYPE = pa.timestamp("us", tz="UTC")
 _EXPIRES = "__expires_us"  # hidden column: checked_at + ttl(status), int64 microseconds
 _SEQ = "__seq"  # hidden column while merging: put order, for last-write-wins
 _NEVER = np.iinfo(np.int64).min
+JOURNAL_SUFFIX = ".journal"
+_JOURNAL_UPTO = b"reccobeats_journal_upto"  # base-file metadata: last journal entry included
+_journal_names = itertools.count()
 
 
 def utc_now() -> datetime:
@@ -78,11 +95,15 @@ class TtlTable:
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()  # orders concurrent checkpoints
         self._pending: list[pa.Table] = []
+        self._unjournaled: list[pa.Table] = []
         self._seq = 0
         self._dirty = False
         self.hits = 0
         self.misses = 0
+        self.journal_dir = self.path.with_name(self.path.name + JOURNAL_SUFFIX)
+        upto = _journal_marker(self.path)
         self._df = self._frame(read_parquet_safely(self.path, schema))
+        self._replay_journal(upto)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -138,26 +159,58 @@ class TtlTable:
         with self._lock:
             self._seq += 1
             seq = pa.array(np.full(table.num_rows, self._seq, dtype=np.int64))
-            self._pending.append(table.append_column(_SEQ, seq))
+            tagged = table.append_column(_SEQ, seq)
+            self._pending.append(tagged)
+            self._unjournaled.append(tagged)
             self._dirty = True
 
+    def journal(self) -> int:
+        """Append the rows put since the last save to the journal; returns rows written.
+
+        Costs O(new rows), not O(table): the stages call it after every chunk.
+        """
+        with self._write_lock:
+            with self._lock:
+                if not self._unjournaled:
+                    return 0
+                batch = pa.concat_tables(self._unjournaled)
+                self._unjournaled = []
+            name = f"{time.time_ns():020d}-{os.getpid()}-{next(_journal_names):06d}.parquet"
+            try:
+                atomic_write(self.journal_dir / name, lambda f: pq.write_table(batch, f))
+            except BaseException:
+                with self._lock:
+                    self._unjournaled.insert(0, batch)
+                raise
+            return batch.num_rows
+
     def checkpoint(self) -> int:
-        """Atomically write the table; returns rows written (0: nothing changed, no write).
+        """Atomically rewrite the table and drop the journal it now includes; returns rows
+        written (0: nothing changed, no write).
 
         Safe from any thread: the snapshot is taken under the lock, written outside it.
         """
         with self._write_lock:
+            entries = self._journal_entries()
             with self._lock:
-                if not self._dirty:
+                if not self._dirty and not entries:
                     return 0
                 df = self._merged()
+                unjournaled, self._unjournaled = self._unjournaled, []
                 self._dirty = False
+            upto = entries[-1].name if entries else ""
+            table = pa.Table.from_pandas(self._public(df), schema=self.schema, preserve_index=False)
+            table = table.replace_schema_metadata({_JOURNAL_UPTO: upto.encode()})
             try:
-                return atomic_write_parquet(self._public(df), self.path, self.schema)
+                atomic_write(self.path, lambda f: pq.write_table(table, f, compression="zstd"))
             except BaseException:
                 with self._lock:
                     self._dirty = True
+                    self._unjournaled = unjournaled + self._unjournaled
                 raise
+            for entry in entries:
+                entry.unlink(missing_ok=True)
+            return table.num_rows
 
     def prune(self, now: datetime | None = None, grace_factor: float = 2.0) -> int:
         """Drop rows older than ``grace_factor`` x their TTL; returns rows dropped.
@@ -177,6 +230,33 @@ class TtlTable:
             return dropped
 
     # -- internals -------------------------------------------------------------------------
+
+    def _journal_entries(self) -> list[Path]:
+        if not self.journal_dir.is_dir():
+            return []
+        return sorted(self.journal_dir.glob("*.parquet"))
+
+    def _replay_journal(self, upto: str) -> None:
+        """Queue the journal entries newer than the file's marker, oldest first."""
+        seq_schema = self.schema.append(pa.field(_SEQ, pa.int64()))
+        for entry in self._journal_entries():
+            if entry.name <= upto:
+                continue  # already in the file (a crash came between rewrite and deletion)
+            try:
+                table = pq.read_table(entry).select(seq_schema.names).cast(seq_schema)
+            except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as exc:
+                quarantine(entry, reason=str(exc))
+                continue
+            stored = table.column(_SEQ).to_numpy()
+            retagged = self._seq + 1 + stored - stored.min() if len(stored) else stored
+            self._seq = int(retagged.max()) if len(retagged) else self._seq
+            table = table.set_column(
+                table.schema.get_field_index(_SEQ), _SEQ, pa.array(retagged, pa.int64())
+            )
+            self._pending.append(table.replace_schema_metadata(None))
+            self._dirty = True
+        if self._dirty:
+            log.info("%s: replayed the journal of an unfinished run", self.path.name)
 
     def _now_us(self) -> int:
         return _dt_to_us(self._clock())
@@ -270,6 +350,15 @@ class TtlTable:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _journal_marker(path: Path) -> str:
+    """The last journal entry the file at ``path`` includes ("" if none or unreadable)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return ""
+    return meta.get(_JOURNAL_UPTO, b"").decode("utf-8", "replace")
 
 
 def _check_schema(schema: pa.Schema, key: str) -> None:

@@ -294,3 +294,74 @@ def test_feature_columns_match_records() -> None:
     from pipeline.caches import FEATURE_COLUMNS
 
     assert tuple(records.FEATURE_COLUMNS) == FEATURE_COLUMNS
+
+
+# -- the journal: cheap saves between full rewrites -------------------------------------------
+
+
+def test_journal_saves_only_new_rows_and_a_reload_replays_them(tmp_path: Path, clock) -> None:
+    t = make(tmp_path, clock)
+    t.put(rows(["a", "b"], value=[1, 2]))
+    assert t.journal() == 2
+    assert t.journal() == 0  # nothing new since
+    t.put(rows(["a"], value=[10]))  # a later answer for a key already journaled
+    assert t.journal() == 1
+    assert not t.path.exists()  # no full rewrite happened
+    assert len(list(t.journal_dir.glob("*.parquet"))) == 2
+    again = make(tmp_path, clock)  # what a run killed now would find
+    values = dict(zip(again.frame()["id"], again.frame()["value"], strict=True))
+    assert values == {"a": 10, "b": 2}  # replayed in order: last write wins
+
+
+def test_checkpoint_folds_the_journal_into_the_file(tmp_path: Path, clock) -> None:
+    t = make(tmp_path, clock)
+    t.put(rows(["a"], value=[1]))
+    t.journal()
+    t.put(rows(["b"], value=[2]))
+    assert t.checkpoint() == 2
+    assert list(t.journal_dir.glob("*.parquet")) == []
+    assert t.checkpoint() == 0
+    again = make(tmp_path, clock)
+    assert sorted(again.frame()["id"]) == ["a", "b"]
+    assert again.checkpoint() == 0  # nothing to replay, nothing to rewrite
+
+
+def test_crash_between_rewrite_and_journal_deletion_keeps_the_newer_value(
+    tmp_path: Path, clock
+) -> None:
+    t = make(tmp_path, clock)
+    t.put(rows(["a"], value=[1]))
+    t.journal()
+    stale = {p.name: p.read_bytes() for p in t.journal_dir.glob("*.parquet")}
+    t.put(rows(["a"], value=[2]))  # newer, not journaled: only the rewrite has it
+    t.checkpoint()
+    for name, data in stale.items():  # as if the run died before deleting the journal
+        (t.journal_dir / name).write_bytes(data)
+    again = make(tmp_path, clock)
+    assert again.frame().set_index("id").loc["a", "value"] == 2  # the old entry is not replayed
+
+
+def test_corrupt_journal_entry_is_quarantined_and_the_rest_replayed(
+    tmp_path: Path, clock, caplog
+) -> None:
+    t = make(tmp_path, clock)
+    t.put(rows(["a"], value=[1]))
+    t.journal()
+    t.put(rows(["b"], value=[2]))
+    t.journal()
+    first = sorted(t.journal_dir.glob("*.parquet"))[0]
+    first.write_bytes(b"torn")
+    again = make(tmp_path, clock)
+    assert sorted(again.frame()["id"]) == ["b"]
+    assert len(list(t.journal_dir.glob("*.corrupt-*"))) == 1
+    assert "quarantined" in caplog.text
+
+
+def test_journal_replay_keeps_multi_row_replacement(tmp_path: Path, clock) -> None:
+    t = make(tmp_path, clock, multi_row=True)
+    t.put(rows(["k", "k"], value=[1, 2]))
+    t.journal()
+    t.put(rows(["k"], value=[3]))  # replaces both rows of k
+    t.journal()
+    again = make(tmp_path, clock, multi_row=True)
+    assert again.fresh(["k"])["value"].tolist() == [3]
