@@ -45,6 +45,7 @@ from pipeline.state import StateDir, load_learned_rate, save_learned_rate
 from pipeline.writer import (
     RECOMMENDATION_SCHEMA,
     check_output_dir,
+    sweep_stale_temp_files,
     tracks_schema,
     write_partition,
     write_rejects,
@@ -151,6 +152,7 @@ def _check_call(settings: Settings, stages: Collection[str], dry_run: bool) -> N
         raise ConfigError("setting 'input': no input given (--input or RECCOBEATS_INPUT)")
     if not dry_run:
         check_output_dir(Path(settings.output_dir))  # before any request, not at publish
+        sweep_stale_temp_files(Path(settings.output_dir))
 
 
 def _read(settings: Settings, run_date: date) -> InputBatch:

@@ -25,6 +25,7 @@ pattern) and the run date (a ``date`` object) name directories.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -66,6 +67,8 @@ __all__ = [
 PART_FILE = "part-0.parquet"
 #: A temp dir of a live process younger than this is left alone (another writer's work).
 STALE_AFTER_S = 6 * 3600
+
+log = logging.getLogger(__name__)
 
 _DATASET = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
@@ -191,6 +194,27 @@ def _swap_in(new: Path, final: Path) -> None:
     _fsync(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_stale_temp_files(output_dir: Path) -> list[Path]:
+    """Delete hidden temp files a killed run left beside the run reports and rejects.
+
+    Readers already ignore them (dot-names); this keeps them from piling up. Only files
+    older than ``STALE_AFTER_S`` go: a younger one may be another run's write in progress.
+    """
+    root = Path(output_dir)
+    candidates = [*root.glob("runs/.*.tmp"), *root.glob("rejects/date=*/.*.tmp-*")]
+    removed = []
+    for path in candidates:
+        try:
+            if path.is_file() and time.time() - path.stat().st_mtime > STALE_AFTER_S:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:
+            log.warning("cannot remove stale temp file %s: %s", path, exc)
+    if removed:
+        log.info("removed %d temp file(s) left by killed runs under %s", len(removed), root)
+    return removed
 
 
 def recover_stale(dataset_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -311,3 +312,24 @@ def test_tracks_schema_from_reader_rows_matches_input_schema() -> None:
     assert pa.types.is_string(from_rows.field("track_id").type) or pa.types.is_large_string(
         from_rows.field("track_id").type
     )
+
+
+def test_stale_temp_files_of_killed_runs_are_swept(tmp_path: Path) -> None:
+    from pipeline.writer import STALE_AFTER_S, sweep_stale_temp_files
+
+    runs = tmp_path / "runs"
+    rejects = tmp_path / "rejects" / "date=2026-11-20"
+    runs.mkdir(parents=True)
+    rejects.mkdir(parents=True)
+    old_report = runs / ".r1.json.abc123.tmp"
+    old_rejects = rejects / ".rejects.parquet.tmp-0f0f"
+    young = runs / ".r2.json.def456.tmp"  # may be a live run's write: kept
+    kept = runs / "r0.json"  # a real report: never touched
+    for p in (old_report, old_rejects, young, kept):
+        p.write_bytes(b"x")
+    past = time.time() - STALE_AFTER_S - 60
+    for p in (old_report, old_rejects, kept):
+        os.utime(p, (past, past))
+    removed = sweep_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted([old_report, old_rejects])
+    assert young.exists() and kept.exists()
