@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -103,14 +104,38 @@ def run_chunks(
         raise cancelled
 
 
+class SavesState(Protocol):
+    """What a stage saves into: ``pipeline.caches.Caches``."""
+
+    def journal_all(self) -> object: ...
+
+    def checkpoint_all(self) -> object: ...
+
+
+@dataclass
+class StageTally:
+    """Chunk and failure counts every chunked stage reports (its outcome extends this)."""
+
+    chunks: int = 0
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def failure(self, ids: Iterable[str], error: APIError, stage: str) -> None:
+        """A chunk failed after its retries: its IDs stay unrecorded, to be asked again."""
+        ids = list(ids)
+        self.chunks += 1
+        self.failed.extend(ids)
+        self.errors.append(str(error))
+        log.warning("%s: chunk of %d failed: %s", stage, len(ids), error)
+
+
 def run_stage(
     chunks: Sequence[T],
     work: Callable[[T], R],
     *,
     on_result: Callable[[T, R], None],
     on_failure: Callable[[T, APIError], None],
-    checkpoint: Callable[[], object],
-    compact: Callable[[], object],
+    state: SavesState,
     checkpoint_every: int,
     max_workers: int,
     desc: str,
@@ -119,12 +144,12 @@ def run_stage(
     """``run_chunks`` as every stage uses it.
 
     An ``APIError`` (a request that failed after its retries) goes to ``on_failure`` and the
-    stage goes on; anything else propagates. Answers are saved with the cheap ``checkpoint``
-    (a journal append) as they land, and ``compact`` (a full rewrite) runs at the end, also
-    when the stage is interrupted. Both callbacks run in the calling
+    stage goes on; anything else propagates. Answers are saved with a cheap journal append
+    (``state.journal_all``) as they land, and ``state.checkpoint_all`` (a full rewrite) runs
+    at the end, also when the stage is interrupted. Both callbacks run in the calling
     thread, so they may update the stage's tallies without a lock.
     """
-    checkpointer = Checkpointer(checkpoint_every, checkpoint)
+    checkpointer = Checkpointer(checkpoint_every, state.journal_all)
 
     def on_done(chunk: T, result: R | None, error: BaseException | None) -> None:
         if error is None:
@@ -146,4 +171,4 @@ def run_stage(
             progress=progress,
         )
     finally:
-        compact()
+        state.checkpoint_all()

@@ -21,7 +21,7 @@ from pipeline.api_fields import FEATURE_COLUMNS
 from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
 from pipeline.registry import FOUND, MISSING, IdRegistry
 from pipeline.settings import Settings
-from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TtlTable, utc_now
+from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
 
 TRACKS_FILE = "tracks.parquet"
 FEATURES_FILE = "features.parquet"
@@ -101,7 +101,7 @@ def _param_text(value: object) -> str:
     return str(value)
 
 
-class RecommendationCache:
+class RecommendationCache(TableBacked):
     """Recommendation results, several rows per ``request_key`` (one per recommended track).
 
     A multi-row ``TtlTable``: recording a result replaces every row of its key; a request
@@ -154,23 +154,6 @@ class RecommendationCache:
             rows["status"] = FOUND
         rows["request_key"] = key
         self.table.put(rows)
-
-    def checkpoint(self) -> int:
-        return self.table.checkpoint()
-
-    def journal(self) -> int:
-        return self.table.journal()
-
-    @property
-    def hits(self) -> int:
-        return self.table.hits
-
-    @property
-    def misses(self) -> int:
-        return self.table.misses
-
-    def __len__(self) -> int:
-        return len(self.table)
 
 
 @dataclass

@@ -9,14 +9,13 @@ asked again every night.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.batching import chunked, run_stage
+from pipeline.batching import StageTally, chunked, run_stage
 from pipeline.caches import Caches
 from pipeline.client import ReccoBeatsClient
-from pipeline.errors import APIError
 from pipeline.rows import features_frame, missing_features_frame
 from pipeline.settings import Settings
 
@@ -24,15 +23,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FeaturesOutcome:
+class FeaturesOutcome(StageTally):
+    """What the stage did (``failed``: ReccoBeats IDs)."""
+
     resolved: int = 0
     cached: int = 0
     asked: int = 0
     found: int = 0
     missing: int = 0
-    failed: list[str] = field(default_factory=list)  # ReccoBeats IDs
-    errors: list[str] = field(default_factory=list)
-    chunks: int = 0
 
 
 def fetch_features(
@@ -84,12 +82,6 @@ def fetch_features(
                 "records (asked again next run)"
             )
 
-    def on_failure(chunk: list[str], error: APIError) -> None:
-        out.chunks += 1
-        out.failed.extend(rid_of[s] for s in chunk)
-        out.errors.append(str(error))
-        log.warning("features: chunk of %d failed: %s", len(chunk), error)
-
     chunks = chunked(ask, settings.chunk_size)
     log.info(
         "features: %d resolved, %d cached, asking %d in %d chunks",
@@ -102,9 +94,8 @@ def fetch_features(
         chunks,
         fetch,
         on_result=on_result,
-        on_failure=on_failure,
-        checkpoint=caches.journal_all,
-        compact=caches.checkpoint_all,
+        on_failure=lambda chunk, error: out.failure([rid_of[s] for s in chunk], error, "features"),
+        state=caches,
         checkpoint_every=settings.checkpoint_every_chunks,
         max_workers=settings.chunk_concurrency,
         desc="audio features",

@@ -189,21 +189,12 @@ def _track_href(obj: Mapping[str, Any]) -> tuple[str, str]:
 # -- item parsers (raise BadItem) ---------------------------------------------------------
 
 
-def _nested_artist(item: object) -> Artist:
-    """An artist inside a track: every field optional (fixtures show name-only artists)."""
+def artist_item(item: object, *, id_required: bool = True) -> Artist:
+    """An artist. Top-level ones (search results) need their ReccoBeats ID; artists nested in
+    a track may lack every field (fixtures show name-only artists)."""
     obj = _require_obj(item)
     return Artist(
-        reccobeats_id=_opt_str(obj, "id"),
-        name=_opt_str(obj, "name"),
-        spotify_id=spotify_id_from_href(obj.get("href"), "artist"),
-    )
-
-
-def artist_item(item: object) -> Artist:
-    """A top-level artist (search results): the ReccoBeats ID is required."""
-    obj = _require_obj(item)
-    return Artist(
-        reccobeats_id=_req_str(obj, "id"),
+        reccobeats_id=_req_str(obj, "id") if id_required else _opt_str(obj, "id"),
         name=_opt_str(obj, "name"),
         spotify_id=spotify_id_from_href(obj.get("href"), "artist"),
     )
@@ -221,7 +212,7 @@ def track_item(item: object) -> Track:
         reccobeats_id=_req_str(obj, "id"),
         spotify_id=spotify_id,
         title=_opt_str(obj, "trackTitle"),
-        artists=tuple(_nested_artist(a) for a in raw_artists),
+        artists=tuple(artist_item(a, id_required=False) for a in raw_artists),
         duration_ms=_opt_int(obj, "durationMs"),
         isrc=_opt_str(obj, "isrc"),
         popularity=_opt_int(obj, "popularity"),

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.settings import Settings
-from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TtlTable, utc_now
+from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
 
 REGISTRY_FILE = "registry.parquet"
 FOUND = "found"
@@ -53,7 +53,7 @@ def _require_spotify_ids(values: Iterable[object]) -> None:
         )
 
 
-class IdRegistry:
+class IdRegistry(TableBacked):
     """Spotify ID -> ReccoBeats ID (or missing) with TTLs, at ``<state>/registry.parquet``."""
 
     def __init__(self, state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> None:
@@ -101,22 +101,3 @@ class IdRegistry:
             return
         _require_spotify_ids(ids)
         self.table.put(pd.DataFrame({"spotify_id": ids, "reccobeats_id": None, "status": MISSING}))
-
-    def checkpoint(self) -> int:
-        """Atomically persist; returns rows written (0 if unchanged)."""
-        return self.table.checkpoint()
-
-    def journal(self) -> int:
-        """Append the answers recorded since the last save (cheap; see ``TtlTable``)."""
-        return self.table.journal()
-
-    @property
-    def hits(self) -> int:
-        return self.table.hits
-
-    @property
-    def misses(self) -> int:
-        return self.table.misses
-
-    def __len__(self) -> int:
-        return len(self.table)

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.batching import chunked, run_stage
+from pipeline.batching import StageTally, chunked, run_stage
 from pipeline.caches import Caches
 from pipeline.client import ReccoBeatsClient
-from pipeline.errors import APIError, ClientRequestError
+from pipeline.errors import ClientRequestError
 from pipeline.rows import tracks_frame
 from pipeline.settings import Settings
 
@@ -26,8 +26,8 @@ HTTP_BAD_REQUEST = 400
 
 
 @dataclass
-class ResolveOutcome:
-    """What the stage did; the report reads these figures."""
+class ResolveOutcome(StageTally):
+    """What the stage did; the report reads these figures (``failed``: Spotify IDs)."""
 
     distinct: int = 0
     known: int = 0
@@ -35,9 +35,6 @@ class ResolveOutcome:
     found: int = 0
     missing: int = 0
     rejected_by_api: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    chunks: int = 0
 
 
 def ids_to_resolve(spotify_ids: Sequence[str], caches: Caches, *, count: bool = True) -> list[str]:
@@ -88,12 +85,6 @@ def resolve_ids(
                 "records, so their absence proves nothing (asked again next run)"
             )
 
-    def on_failure(chunk: list[str], error: APIError) -> None:
-        out.chunks += 1
-        out.failed.extend(chunk)
-        out.errors.append(str(error))
-        log.warning("resolve: chunk of %d IDs failed: %s", len(chunk), error)
-
     chunks = chunked(ask, settings.chunk_size)
     log.info(
         "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
@@ -106,9 +97,8 @@ def resolve_ids(
         chunks,
         fetch,
         on_result=on_result,
-        on_failure=on_failure,
-        checkpoint=caches.journal_all,
-        compact=caches.checkpoint_all,
+        on_failure=lambda chunk, error: out.failure(chunk, error, "resolve"),
+        state=caches,
         checkpoint_every=settings.checkpoint_every_chunks,
         max_workers=settings.chunk_concurrency,
         desc="resolve IDs",

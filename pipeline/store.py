@@ -349,6 +349,31 @@ class TtlTable:
         return table.replace_schema_metadata(None)
 
 
+class TableBacked:
+    """Base of the wrappers that give one ``TtlTable`` a domain API (registry, caches)."""
+
+    table: TtlTable
+
+    def checkpoint(self) -> int:
+        """Atomically rewrite the table (folding in its journal); rows written, 0 if unchanged."""
+        return self.table.checkpoint()
+
+    def journal(self) -> int:
+        """Append the rows recorded since the last save (cheap: after every chunk)."""
+        return self.table.journal()
+
+    @property
+    def hits(self) -> int:
+        return self.table.hits
+
+    @property
+    def misses(self) -> int:
+        return self.table.misses
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
