@@ -1,7 +1,7 @@
 """The one entry point that cron and Airflow both call.
 
 Schedulers differ in how they pick the run date and where settings come from, so this module
-takes both explicitly and does nothing else: the pipeline (``pipeline.job.run_job``) owns every
+takes both explicitly and does nothing else: the pipeline (``pipeline.run_job``) owns every
 decision about what to fetch. Keeping the scheduler layer this thin means a run started by cron,
 by Airflow or by hand with the same date and settings makes the same requests and writes the
 same partitions.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, ReccoBeatsError, exit_code_for
-from pipeline.job import STAGES, RunReport, run_job
+from pipeline.orchestrator import STAGES, RunReport, run_job
 from pipeline.settings import Settings, load_settings
 
 

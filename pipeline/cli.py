@@ -213,7 +213,7 @@ class _SignalStop:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.job import STAGES, run_job
+    from pipeline.orchestrator import STAGES, run_job
     from pipeline.settings import load_settings
 
     overrides = {
@@ -263,12 +263,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import load_report, summary_text
+    from pipeline.io.report import load_report, summary_text
 
     report = load_report(args.run_json)
     print(summary_text(report))
     if args.plot:
-        from pipeline.plot import plot_report
+        from pipeline.io.plot import plot_report
 
         plot_report(report, args.plot)
         print(f"plot: {args.plot}")

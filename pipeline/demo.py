@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.job import run_job
+from pipeline.orchestrator import run_job
 from pipeline.settings import EndpointLimit, load_settings
 from pipeline.simulator import SimulatorConfig, SimulatorServer
 

@@ -18,7 +18,9 @@ import requests
 import responses
 from responses import matchers
 
-from pipeline.client import ReccoBeatsClient, RetryPolicy
+from pipeline.api.client import ReccoBeatsClient, RetryPolicy
+from pipeline.api.limiter import RateLimiter
+from pipeline.api.metrics import RequestMetrics
 from pipeline.errors import (
     Cancelled,
     ClientRequestError,
@@ -28,8 +30,6 @@ from pipeline.errors import (
     ServerError,
     TransportError,
 )
-from pipeline.limiter import RateLimiter
-from pipeline.metrics import RequestMetrics
 from pipeline.settings import Settings
 from tests.fakes import FakeClock, FixedRandom
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ids import (
+from pipeline.io.spotify_ids import (
     MAX_ID_LENGTH,
     classify_spotify_track_id,
     normalise_ids,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pipeline.inflight import SingleFlight
+from pipeline.api.singleflight import SingleFlight
 
 N = 10
 

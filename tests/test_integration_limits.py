@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.client import ReccoBeatsClient
-from pipeline.limiter import RateLimiter
+from pipeline.api.client import ReccoBeatsClient
+from pipeline.api.limiter import RateLimiter
 from pipeline.settings import ENDPOINTS, EndpointLimit, Settings, load_settings
 from pipeline.simulator import Catalog, SimulatorConfig, SimulatorServer
 from tests.fakes import run_threads

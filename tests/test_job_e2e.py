@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import load_enriched
-from pipeline.job import run_job
+from pipeline.orchestrator import run_job
 from pipeline.simulator import FEATURE_NAMES, Catalog, SimulatorServer
 from tests.conftest import (
     SAMPLE_INPUT,

@@ -12,8 +12,8 @@ from email.utils import format_datetime
 
 import pytest
 
+from pipeline.api.limiter import RateLimiter, parse_retry_after
 from pipeline.errors import Cancelled, RateLimitedError
-from pipeline.limiter import RateLimiter, parse_retry_after
 from pipeline.settings import EndpointLimit, Settings
 from tests.fakes import FakeClock, FixedRandom, max_in_any_window, run_threads
 

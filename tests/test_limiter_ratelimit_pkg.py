@@ -18,7 +18,7 @@ import pytest
 import ratelimit.decorators
 from ratelimit import limits, sleep_and_retry
 
-from pipeline.limiter import RateLimiter
+from pipeline.api.limiter import RateLimiter
 from tests.fakes import FakeClock, max_in_any_window, run_threads, strict_server_rejections
 
 N, PERIOD = 10, 1.0

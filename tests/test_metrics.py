@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pipeline.metrics import RequestMetrics, percentile
+from pipeline.api.metrics import RequestMetrics, percentile
 
 
 class Clock:

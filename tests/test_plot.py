@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main as cli_main
-from pipeline.job import run_job
+from pipeline.orchestrator import run_job
 from pipeline.settings import ENDPOINTS, EndpointLimit, load_settings
 from pipeline.simulator import Catalog, SimulatorConfig, SimulatorServer
 
@@ -60,7 +60,7 @@ def test_report_records_the_configured_limit(run_json: Path) -> None:
 
 
 def test_plot_writes_a_png(run_json: Path, tmp_path: Path) -> None:
-    from pipeline.plot import limit_lines, plot_report
+    from pipeline.io.plot import limit_lines, plot_report
 
     report = json.loads(run_json.read_text())
     out = plot_report(report, tmp_path / "sub" / "run.png")
@@ -78,7 +78,7 @@ def test_cli_report_plot(run_json: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_plot_of_a_run_without_requests(tmp_path: Path) -> None:
-    from pipeline.plot import plot_report
+    from pipeline.io.plot import plot_report
 
     report = {"run_id": "warm", "timeline": [], "timing": {"configured_rate_per_min": 60}}
     assert plot_report(report, tmp_path / "w.png").read_bytes()[:8] == PNG_MAGIC

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.reader import InputBatch, read_input
-from pipeline.writer import rejects_path, write_rejects
+from pipeline.io.reader import InputBatch, read_input
+from pipeline.io.writer import rejects_path, write_rejects
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tracks.parquet"
 A = "21qnJAMtzC6S5SESuqQLEK"

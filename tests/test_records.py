@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import records
+from pipeline.api import records
+from pipeline.api.records import FEATURE_COLUMNS, AudioFeatures, Track, spotify_id_from_href
 from pipeline.errors import ResponseFormatError
-from pipeline.records import FEATURE_COLUMNS, AudioFeatures, Track, spotify_id_from_href
 
 # Copies of the recorded/documented bodies (see docs: reccobeats-api.md section 6).
 EXAMPLES = Path(__file__).parent / "fixtures" / "reccobeats-examples"

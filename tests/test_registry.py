@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.registry import REGISTRY_SCHEMA, IdRegistry, invalid_spotify_ids
 from pipeline.settings import Settings
+from pipeline.state.registry import REGISTRY_SCHEMA, IdRegistry, invalid_spotify_ids
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 A = "4uLU6hMCjMI75M1A2tKUQC"

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL
-from pipeline.job import run_job
+from pipeline.io.writer import load_enriched
+from pipeline.orchestrator import run_job
 from pipeline.simulator import LimitSpec, RateLimits, SimulatorConfig, SimulatorServer
 from pipeline.simulator.faults import FaultInjector
-from pipeline.writer import load_enriched
 from tests.conftest import job_settings
 from tests.reliability_support import catalog_ids, write_input
 

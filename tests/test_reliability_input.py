@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.writer import load_enriched
+from pipeline.io.writer import load_enriched
 from tests.conftest import fast_config_toml
 from tests.reliability_support import RUN_DATE, catalog_ids
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import responses
 
-from pipeline.job import run_job
+from pipeline.orchestrator import run_job
 from pipeline.simulator import Catalog
 from pipeline.simulator.shapes import features_json, track_json
 from tests.conftest import job_settings

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import state
 from pipeline.errors import StateError, StateLockedError
-from pipeline.state import (
+from pipeline.state import statedir as state
+from pipeline.state.statedir import (
     StateDir,
     atomic_write,
     atomic_write_bytes,
@@ -149,7 +149,7 @@ def _corrupt_files(directory: Path, name: str) -> list[Path]:
 def test_corrupt_parquet_is_quarantined(tmp_path: Path, caplog) -> None:
     target = tmp_path / "t.parquet"
     target.write_bytes(b"PAR1 this is not parquet")
-    with caplog.at_level(logging.WARNING, logger="pipeline.state"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.state.statedir"):
         table = read_parquet_safely(target, SCHEMA)
     assert table.num_rows == 0 and table.schema == SCHEMA
     assert not target.exists()

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.caches import (
+from pipeline.settings import Settings
+from pipeline.state.caches import (
     FEATURES_SCHEMA,
     TRACKS_SCHEMA,
     Caches,
@@ -21,8 +22,7 @@ from pipeline.caches import (
     request_key,
     tracks_cache,
 )
-from pipeline.settings import Settings
-from pipeline.store import CHECKED_AT_TYPE, TtlTable
+from pipeline.state.ttl_table import CHECKED_AT_TYPE, TtlTable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -290,8 +290,8 @@ def test_recommendations_api_used_by_stages(tmp_path: Path, clock) -> None:
 
 
 def test_feature_columns_match_records() -> None:
-    records = pytest.importorskip("pipeline.records")
-    from pipeline.caches import FEATURE_COLUMNS
+    records = pytest.importorskip("pipeline.api.records")
+    from pipeline.state.caches import FEATURE_COLUMNS
 
     assert tuple(records.FEATURE_COLUMNS) == FEATURE_COLUMNS
 

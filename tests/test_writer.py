@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import writer
-from pipeline.reader import read_input
-from pipeline.writer import (
+from pipeline.io import writer
+from pipeline.io.reader import read_input
+from pipeline.io.writer import (
     FEATURE_COLUMNS,
     RECOMMENDATION_SCHEMA,
     TRACK_COLUMNS,
@@ -315,7 +315,7 @@ def test_tracks_schema_from_reader_rows_matches_input_schema() -> None:
 
 
 def test_stale_temp_files_of_killed_runs_are_swept(tmp_path: Path) -> None:
-    from pipeline.writer import STALE_AFTER_S, sweep_stale_temp_files
+    from pipeline.io.writer import STALE_AFTER_S, sweep_stale_temp_files
 
     runs = tmp_path / "runs"
     rejects = tmp_path / "rejects" / "date=2026-11-20"

@@ -24,8 +24,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from pipeline.api_fields import FEATURE_COLUMNS as FEATURE_NAMES
-from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
+from pipeline.api.fields import FEATURE_COLUMNS as FEATURE_NAMES
+from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 from pipeline.simulator import ids as idgen
 
 # The country list of a recorded track (api notes §6): most tracks carry all of it.

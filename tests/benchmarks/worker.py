@@ -24,7 +24,7 @@ def main(spec_path: str) -> None:
     logging.basicConfig(level=logging.ERROR)
     t0 = time.monotonic()
     if spec["kind"] == "job":
-        from pipeline.job import run_job
+        from pipeline.orchestrator import run_job
         from pipeline.settings import load_settings
 
         settings = load_settings(spec["overrides"])

@@ -44,8 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.ids import normalise_ids
-from pipeline.schemas import RESERVED_COLUMNS, nullable_types_mapper
+from pipeline.io.schemas import RESERVED_COLUMNS, nullable_types_mapper
+from pipeline.io.spotify_ids import normalise_ids
 
 #: Tried in this order when no ``id_column`` is configured; exactly one may be present.
 ID_COLUMN_CANDIDATES = ("spotify_track_id", "track_id", "spotify_id", "uri", "url")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.batching import StageTally, chunked, run_stage
-from pipeline.caches import Caches
-from pipeline.client import ReccoBeatsClient
-from pipeline.rows import features_frame, missing_features_frame
+from pipeline.api.client import ReccoBeatsClient
 from pipeline.settings import Settings
+from pipeline.stages.runner import StageTally, chunked, run_stage
+from pipeline.state.cache_rows import features_frame, missing_features_frame
+from pipeline.state.caches import Caches
 
 log = logging.getLogger(__name__)
 

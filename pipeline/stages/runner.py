@@ -105,7 +105,7 @@ def run_chunks(
 
 
 class SavesState(Protocol):
-    """What a stage saves into: ``pipeline.caches.Caches``."""
+    """What a stage saves into: ``pipeline.state.caches.Caches``."""
 
     def journal_all(self) -> object: ...
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pipeline.api_fields import FEATURE_COLUMNS
-from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
+from pipeline.api.fields import FEATURE_COLUMNS
+from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 from pipeline.errors import ResponseFormatError
 
 # Spotify IDs are base-62 (22 chars); fixtures use longer synthetic IDs with dashes, so we

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.settings import Settings
-from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
+from pipeline.state.ttl_table import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
 
 REGISTRY_FILE = "registry.parquet"
 FOUND = "found"

@@ -23,26 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.caches import Caches
-from pipeline.client import ReccoBeatsClient
+from pipeline.api.client import ReccoBeatsClient
+from pipeline.api.limiter import RateLimiter
+from pipeline.api.metrics import RequestMetrics
+from pipeline.api.records import FEATURE_COLUMNS
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, Cancelled, ConfigError, InputError
-from pipeline.features import FeaturesOutcome, fetch_features
-from pipeline.limiter import RateLimiter
-from pipeline.metrics import RequestMetrics
-from pipeline.reader import InputBatch, read_input
-from pipeline.recommend import (
-    RecommendOutcome,
-    SeedChunk,
-    assemble_recommendations,
-    fetch_recommendations,
-    plan_seed_chunks,
-)
-from pipeline.records import FEATURE_COLUMNS
-from pipeline.report import build_report, ceil_div, floor_seconds, summary_text, write_report
-from pipeline.resolve import ResolveOutcome, ids_to_resolve, resolve_ids
-from pipeline.settings import Settings
-from pipeline.state import StateDir, load_learned_rate, save_learned_rate
-from pipeline.writer import (
+from pipeline.io.reader import InputBatch, read_input
+from pipeline.io.report import build_report, ceil_div, floor_seconds, summary_text, write_report
+from pipeline.io.writer import (
     RECOMMENDATION_SCHEMA,
     check_output_dir,
     sweep_stale_temp_files,
@@ -50,6 +38,18 @@ from pipeline.writer import (
     write_partition,
     write_rejects,
 )
+from pipeline.settings import Settings
+from pipeline.stages.features import FeaturesOutcome, fetch_features
+from pipeline.stages.recommend import (
+    RecommendOutcome,
+    SeedChunk,
+    assemble_recommendations,
+    fetch_recommendations,
+    plan_seed_chunks,
+)
+from pipeline.stages.resolve import ResolveOutcome, ids_to_resolve, resolve_ids
+from pipeline.state.caches import Caches
+from pipeline.state.statedir import StateDir, load_learned_rate, save_learned_rate
 
 log = logging.getLogger(__name__)
 

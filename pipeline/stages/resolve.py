@@ -13,12 +13,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.batching import StageTally, chunked, run_stage
-from pipeline.caches import Caches
-from pipeline.client import ReccoBeatsClient
+from pipeline.api.client import ReccoBeatsClient
 from pipeline.errors import ClientRequestError
-from pipeline.rows import tracks_frame
 from pipeline.settings import Settings
+from pipeline.stages.runner import StageTally, chunked, run_stage
+from pipeline.state.cache_rows import tracks_frame
+from pipeline.state.caches import Caches
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
-from pipeline.reader import ROW_NUMBER
-from pipeline.schemas import (
+from pipeline.io.reader import ROW_NUMBER
+from pipeline.io.schemas import (
     FEATURE_COLUMNS,
     PARTITION_COLUMN,
     RECOMMENDATION_SCHEMA,

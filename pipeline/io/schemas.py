@@ -13,8 +13,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.api_fields import FEATURE_COLUMNS
-from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
+from pipeline.api.fields import FEATURE_COLUMNS
+from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 
 #: Per-track outcome in the tracks dataset.
 STATUSES = ("ok", "not_found", "no_features", "failed")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from pipeline.records import FEATURE_COLUMNS, AudioFeatures, Track
+from pipeline.api.records import FEATURE_COLUMNS, AudioFeatures, Track
 
 TRACK_FIELDS = (
     "reccobeats_id",

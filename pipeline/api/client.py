@@ -35,7 +35,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from pipeline import records
+from pipeline.api import records
+from pipeline.api.limiter import RateLimiter, parse_retry_after
+from pipeline.api.metrics import AttemptToken, RequestMetrics
+from pipeline.api.records import Artist, AudioFeatures, Page, ParsedList, Track
+from pipeline.api.singleflight import SingleFlight
 from pipeline.errors import (
     APIError,
     Cancelled,
@@ -46,10 +50,6 @@ from pipeline.errors import (
     ServerError,
     TransportError,
 )
-from pipeline.inflight import SingleFlight
-from pipeline.limiter import RateLimiter, parse_retry_after
-from pipeline.metrics import AttemptToken, RequestMetrics
-from pipeline.records import Artist, AudioFeatures, Page, ParsedList, Track
 from pipeline.settings import (
     API_MAX_IDS_PER_CALL,
     API_MAX_RECOMMENDATION_SIZE,

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.batching import chunked, run_stage
-from pipeline.caches import Caches
-from pipeline.client import ReccoBeatsClient
+from pipeline.api.client import ReccoBeatsClient
 from pipeline.errors import APIError
-from pipeline.rows import recommendation_rows
 from pipeline.settings import Settings
+from pipeline.stages.runner import chunked, run_stage
+from pipeline.state.cache_rows import recommendation_rows
+from pipeline.state.caches import Caches
 
 log = logging.getLogger(__name__)
 

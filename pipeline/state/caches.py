@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.api_fields import FEATURE_COLUMNS
-from pipeline.api_fields import INT_FEATURES as _INT_FEATURES
-from pipeline.registry import FOUND, MISSING, IdRegistry
+from pipeline.api.fields import FEATURE_COLUMNS
+from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 from pipeline.settings import Settings
-from pipeline.store import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
+from pipeline.state.registry import FOUND, MISSING, IdRegistry
+from pipeline.state.ttl_table import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
 
 TRACKS_FILE = "tracks.parquet"
 FEATURES_FILE = "features.parquet"

@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.state import atomic_write, quarantine, read_parquet_safely
+from pipeline.state.statedir import atomic_write, quarantine, read_parquet_safely
 
 log = logging.getLogger(__name__)
 

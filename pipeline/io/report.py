@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
-from pipeline.state import atomic_write_json
+from pipeline.state.statedir import atomic_write_json
 
 
 def endpoint_rate_per_s(
