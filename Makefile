@@ -10,7 +10,7 @@ AF_VENV  := .venv-airflow
 AF_PY    := $(AF_VENV)/bin/python
 AF_STAMP := $(AF_VENV)/.installed
 
-.PHONY: venv test lint unit test-airflow demo bench clean
+.PHONY: venv test lint unit test-airflow demo bench clean redis-server
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or PYTHON=...)"; exit 2; }
@@ -30,8 +30,26 @@ $(AF_STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests airflow_dags
+	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+# The shared-budget tests start a real redis-server (tests/redis_support.py). Installed from the
+# machine's package manager when missing and we are root; in CI (CI=true) a server that cannot be
+# installed fails the build, elsewhere those tests skip with a hint (docs/decisions.md).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      redis-server >/dev/null || exit 2; \
+	  elif [ "$${CI:-}" = true ]; then \
+	    echo "redis-server missing and cannot be installed (need root + apt-get)"; exit 2; \
+	  else \
+	    echo "warning: redis-server missing: the shared-budget tests will skip"; \
+	  fi; }
+	@command -v redis-server >/dev/null 2>&1 && redis-server --version || [ "$${CI:-}" != true ]
+
+unit: $(STAMP) redis-server
 	$(PY) -m pytest
 
 # The DAG on a real Airflow 3: DagBag import, then `airflow dags test` against the simulator.

@@ -121,7 +121,7 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
     import json
 
     from jobs.nightly_enrich import run_nightly
-    from pipeline.errors import ConfigError, InputError
+    from pipeline import ConfigError, InputError
 
     kwargs: dict[str, Any] = {} if stages is None else {"stages": stages}
     try:

@@ -25,9 +25,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, ReccoBeatsError, exit_code_for
-from pipeline.orchestrator import STAGES, RunReport, run_job
-from pipeline.settings import Settings, load_settings
+from pipeline import (
+    STAGES,
+    ConfigError,
+    ReccoBeatsError,
+    RunReport,
+    Settings,
+    exit_code_for,
+    load_settings,
+    run_job,
+)
 
 
 def run_nightly(

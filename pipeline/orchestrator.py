@@ -14,68 +14,42 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.api.client import ReccoBeatsClient
 from pipeline.api.limiter import RateLimiter
 from pipeline.api.metrics import RequestMetrics
-from pipeline.api.records import FEATURE_COLUMNS
+from pipeline.clock import Clock, utc_now
+from pipeline.config import stage_config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, Cancelled, ConfigError, InputError
 from pipeline.io.reader import InputBatch, read_input
-from pipeline.io.report import build_report, ceil_div, floor_seconds, summary_text, write_report
-from pipeline.io.writer import (
-    RECOMMENDATION_SCHEMA,
-    check_output_dir,
-    sweep_stale_temp_files,
-    tracks_schema,
-    write_partition,
-    write_rejects,
-)
+from pipeline.io.report import RunReport, build_report, floor_seconds, write_report
+from pipeline.io.writer import check_output_dir, sweep_stale_temp_files, write_rejects
 from pipeline.settings import Settings
+from pipeline.stages.context import StageContext
 from pipeline.stages.features import FeaturesOutcome, fetch_features
+from pipeline.stages.plan import plan_figures
+from pipeline.stages.publish import publish
 from pipeline.stages.recommend import (
     RecommendOutcome,
     SeedChunk,
-    assemble_recommendations,
     fetch_recommendations,
     plan_seed_chunks,
 )
-from pipeline.stages.resolve import ResolveOutcome, ids_to_resolve, resolve_ids
+from pipeline.stages.resolve import ResolveOutcome, resolve_ids, resolved_ids
 from pipeline.state.caches import Caches
-from pipeline.state.statedir import StateDir, load_learned_rate, save_learned_rate
+from pipeline.state.learned_rate import load_learned_rate, save_learned_rate
+from pipeline.state.lock import StateLock
 
 log = logging.getLogger(__name__)
 
 STAGES = ("resolve", "features", "recommendations", "publish")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class RunReport:
-    """What a run did; ``figures`` is the JSON written to ``<output>/runs/<run_id>.json``."""
-
-    run_id: str
-    run_date: date
-    status: str  # ok | partial | dry_run
-    exit_code: int
-    report_path: Path | None
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.figures)
-
-    def summary(self) -> str:
-        return summary_text(self.figures)
 
 
 def _want_progress(flag: bool | None) -> bool:
@@ -94,7 +68,7 @@ def run_job(
     dry_run: bool = False,
     progress: bool | None = None,
     cancel: threading.Event | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Clock = utc_now,
 ) -> RunReport:
     """Run the job for ``run_date``; see the module docstring for the stage semantics.
 
@@ -115,20 +89,28 @@ def run_job(
         run_id, len(batch.rows), len(batch.rejects), len(distinct), len(batch.files),
     )  # fmt: skip
     state_dir = Path(settings.state_dir)
-    with StateDir(state_dir, settings.lock_wait_s):
+    with StateLock(state_dir, settings.lock_wait_s):
         caches = Caches.load(state_dir, settings, clock)
         if dry_run:
             return _dry_run(settings, run_date, run_id, batch, distinct, caches)
-        with _ApiSession(settings, state_dir, cancel or threading.Event(), clock) as api:
+        with ApiResources(settings, state_dir, cancel or threading.Event(), clock) as api:
+            ctx = StageContext(api.client, caches, stage_config(settings), api.stop, show)
             try:
-                fetched = _fetch(set(stages), batch, distinct, api, caches, settings, show)
+                fetched = _fetch(set(stages), batch, distinct, ctx)
             except Cancelled:
                 log.warning("run %s: stop requested; checkpointing state", run_id)
                 caches.checkpoint_all()
                 raise
         base = _base_figures(run_id, run_date, started, stages, batch, distinct, fetched)
         if "publish" in stages:
-            base["outputs"] = _publish(settings, run_date, batch, caches, fetched.plan)
+            base["outputs"] = publish(
+                Path(settings.output_dir),
+                run_date,
+                batch,
+                caches,
+                fetched.plan,
+                recommendations=settings.recommendations,
+            )
         figures = build_report(
             base=base,
             settings=settings,
@@ -167,7 +149,7 @@ def _read(settings: Settings, run_date: date) -> InputBatch:
     return batch
 
 
-class _ApiSession:
+class ApiResources:
     """The run's one limiter, client and metrics; on exit, the learned rate is saved.
 
     Holds the cancel watcher too, so a set ``stop`` event ends every wait at once.
@@ -178,7 +160,7 @@ class _ApiSession:
         settings: Settings,
         state_dir: Path,
         stop: threading.Event,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self._settings = settings
         self._state_dir = state_dir
@@ -190,7 +172,7 @@ class _ApiSession:
         self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
         self.wall_s = 0.0
 
-    def __enter__(self) -> _ApiSession:
+    def __enter__(self) -> ApiResources:
         self._t0 = time.monotonic()
         self._watcher = _CancelWatcher(self.stop, self.limiter)
         return self
@@ -201,10 +183,6 @@ class _ApiSession:
         self.client.close()
         if self._settings.adaptive:
             save_learned_rate(self._state_dir, self.limiter.effective_rate, self._clock())
-
-    def sleep(self, seconds: float) -> None:
-        """A wait that a stop request interrupts (the recommendation stagger)."""
-        _interruptible_sleep(self.stop, seconds)
 
 
 @dataclass
@@ -219,29 +197,20 @@ class _Fetched:
         return self.resolve.errors + self.features.errors + self.recommendations.errors
 
 
-def _fetch(
-    stages: set[str],
-    batch: InputBatch,
-    distinct: list[str],
-    api: _ApiSession,
-    caches: Caches,
-    settings: Settings,
-    show: bool,
-) -> _Fetched:
+def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageContext) -> _Fetched:
     """Resolve -> features -> recommendations, each only if asked for (``publish``: all)."""
     if "publish" in stages:
         stages = stages | {"resolve", "features", "recommendations"}
-    common = {"client": api.client, "caches": caches, "settings": settings, "progress": show}
     res = ResolveOutcome(distinct=len(distinct))
     feat, recs = FeaturesOutcome(), RecommendOutcome()
     if "resolve" in stages:
-        res = resolve_ids(distinct, **common)
-    resolved = _resolved(caches, distinct)
+        res = resolve_ids(distinct, ctx)
+    resolved = resolved_ids(ctx.caches, distinct)
     if "features" in stages:
-        feat = fetch_features(resolved, **common)
-    plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), settings)
-    if settings.recommendations and "recommendations" in stages:
-        recs = fetch_recommendations(plan, sleep=api.sleep, **common)
+        feat = fetch_features(resolved, ctx)
+    plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), ctx.config)
+    if ctx.config.recommendations and "recommendations" in stages:
+        recs = fetch_recommendations(plan, ctx)
     return _Fetched(res, feat, recs, plan)
 
 
@@ -312,65 +281,6 @@ class _CancelWatcher:
         self._done.set()
 
 
-def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
-    if stop.wait(seconds):
-        raise Cancelled("stop requested during the recommendation stagger")
-
-
-def _resolved(caches: Caches, spotify_ids: list[str]) -> pd.DataFrame:
-    known = caches.registry.known(spotify_ids, count=False)
-    found = known[known["status"] == "found"]
-    return found[["spotify_id", "reccobeats_id"]].reset_index(drop=True)
-
-
-def enrich_rows(rows: pd.DataFrame, caches: Caches, spotify_ids: list[str]) -> pd.DataFrame:
-    """One output row per valid input row: registry + track metadata + features, joined."""
-    reg = caches.registry.known(spotify_ids, count=False)[["spotify_id", "reccobeats_id", "status"]]
-    reg = reg.rename(columns={"status": "_reg"})
-    rids = reg.loc[reg["_reg"] == "found", "reccobeats_id"].tolist()
-    tracks = caches.tracks.fresh(rids, count=False)[
-        ["reccobeats_id", "title", "artists", "duration_ms", "popularity", "isrc"]
-    ]
-    feats = caches.features.fresh(rids, count=False)[["reccobeats_id", "status", *FEATURE_COLUMNS]]
-    feats = feats.rename(columns={"status": "_feat"})
-    out = rows.merge(reg, on="spotify_id", how="left")
-    out = out.merge(tracks, on="reccobeats_id", how="left")
-    out = out.merge(feats, on="reccobeats_id", how="left")
-    out["status"] = np.select(
-        [
-            out["_reg"].eq("missing").fillna(False),
-            out["_feat"].eq("found").fillna(False),
-            out["_feat"].eq("missing").fillna(False),
-        ],
-        ["not_found", "ok", "no_features"],
-        default="failed",
-    )
-    out.loc[out["_reg"].ne("found").fillna(True), "reccobeats_id"] = None
-    return out.drop(columns=["_reg", "_feat"]).sort_values("row_number", kind="stable")
-
-
-def _publish(
-    settings: Settings, run_date: date, batch: InputBatch, caches: Caches, plan: list[SeedChunk]
-) -> dict[str, Any]:
-    out_dir = Path(settings.output_dir)
-    distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
-    tracks = enrich_rows(batch.rows, caches, distinct)
-    paths = {
-        "tracks": str(
-            write_partition(tracks, out_dir, "tracks", run_date, tracks_schema(batch.schema))
-        ),
-    }
-    if settings.recommendations:
-        recs = assemble_recommendations(batch.rows, plan, caches)
-        paths["recommendations"] = str(
-            write_partition(recs, out_dir, "recommendations", run_date, RECOMMENDATION_SCHEMA)
-        )
-    paths["rejects"] = str(write_rejects(batch.rejects, out_dir, run_date))
-    counts = tracks["status"].value_counts().to_dict()
-    log.info("published %s: %s", run_date, counts)
-    return {"paths": paths, "track_status": {k: int(v) for k, v in counts.items()}}
-
-
 def _dry_run(
     settings: Settings,
     run_date: date,
@@ -380,28 +290,16 @@ def _dry_run(
     caches: Caches,
 ) -> RunReport:
     """The plan without a request: what is known, what each endpoint will be asked, ETA."""
-    ask = ids_to_resolve(distinct, caches, count=False)
-    resolved = _resolved(caches, distinct)
-    feats_known = len(
-        caches.features.lookup(resolved["reccobeats_id"], count=False).stale_or_unknown
-    )
-    upper_found = set(resolved["spotify_id"]) | set(ask)
-    plan = plan_seed_chunks(batch.rows, upper_found, settings) if settings.recommendations else []
-    fresh = caches.recommendations.fresh_keys([c.request_key for c in plan])
-    calls = {
-        "tracks": ceil_div(len(ask), settings.chunk_size),
-        "audio_features": ceil_div(feats_known + len(ask), settings.chunk_size),
-        "recommendation": len({c.request_key for c in plan} - set(fresh)),
-    }
+    plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
     figures = {
         "run_id": run_id,
         "run_date": run_date.isoformat(),
         "status": "dry_run",
         "rows": {"valid": len(batch.rows), "rejected": len(batch.rejects)},
-        "ids": {"distinct": len(distinct), "known": len(distinct) - len(ask), "new": len(ask)},
+        "ids": plan["ids"],
         "plan": {
-            "calls_at_most": calls,
-            "eta_s": round(floor_seconds(calls, settings), 1),
+            "calls_at_most": plan["calls_at_most"],
+            "eta_s": round(floor_seconds(plan["calls_at_most"], settings), 1),
             "rate_limit_per_min": settings.rate_limit,
         },
     }

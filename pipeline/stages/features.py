@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.api.client import ReccoBeatsClient
-from pipeline.settings import Settings
+from pipeline.stages.context import StageContext
 from pipeline.stages.runner import StageTally, chunked, run_stage
-from pipeline.state.cache_rows import features_frame, missing_features_frame
-from pipeline.state.caches import Caches
+from pipeline.state.rows_from_records import features_frame, missing_features_frame
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +31,11 @@ class FeaturesOutcome(StageTally):
     missing: int = 0
 
 
-def fetch_features(
-    resolved: pd.DataFrame,
-    *,
-    client: ReccoBeatsClient,
-    caches: Caches,
-    settings: Settings,
-    progress: bool = False,
-) -> FeaturesOutcome:
+def fetch_features(resolved: pd.DataFrame, ctx: StageContext) -> FeaturesOutcome:
     """Fill the features cache for ``resolved`` (columns ``spotify_id``, ``reccobeats_id``)."""
     resolved = resolved.drop_duplicates("reccobeats_id")
     out = FeaturesOutcome(resolved=len(resolved))
+    caches = ctx.caches
     ask_rids = caches.features.stale_or_unknown(resolved["reccobeats_id"])
     out.cached = out.resolved - len(ask_rids)
     out.asked = len(ask_rids)
@@ -57,7 +49,7 @@ def fetch_features(
 
     def fetch(chunk: list[str]) -> tuple[int, int, list[str]]:
         """(found, recorded as without features, left unsure) for one chunk."""
-        feats = client.get_audio_features(chunk)
+        feats = ctx.client.get_audio_features(chunk)
         asked = set(chunk)
         got = features_frame([f for f in feats if f.spotify_id in asked], rid_of)
         have = set(got["reccobeats_id"])
@@ -82,7 +74,7 @@ def fetch_features(
                 "records (asked again next run)"
             )
 
-    chunks = chunked(ask, settings.chunk_size)
+    chunks = chunked(ask, ctx.config.chunk_size)
     log.info(
         "features: %d resolved, %d cached, asking %d in %d chunks",
         out.resolved,
@@ -95,10 +87,8 @@ def fetch_features(
         fetch,
         on_result=on_result,
         on_failure=lambda chunk, error: out.failure([rid_of[s] for s in chunk], error, "features"),
-        state=caches,
-        checkpoint_every=settings.checkpoint_every_chunks,
-        max_workers=settings.chunk_concurrency,
+        ctx=ctx,
+        max_workers=ctx.config.chunk_concurrency,
         desc="audio features",
-        progress=progress,
     )
     return out

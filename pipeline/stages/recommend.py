@@ -12,17 +12,16 @@ track look-ups.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.api.client import ReccoBeatsClient
+from pipeline.config import StageConfig
 from pipeline.errors import APIError
-from pipeline.settings import Settings
+from pipeline.stages.context import StageContext
 from pipeline.stages.runner import chunked, run_stage
-from pipeline.state.cache_rows import recommendation_rows
 from pipeline.state.caches import Caches
+from pipeline.state.rows_from_records import recommendation_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def request_key(seeds: tuple[str, ...], size: int) -> str:
 
 
 def plan_seed_chunks(
-    rows: pd.DataFrame, found_ids: set[str], settings: Settings
+    rows: pd.DataFrame, found_ids: set[str], config: StageConfig
 ) -> list[SeedChunk]:
     """Seed chunks for every playlist (or the whole input when there is no playlist_id)."""
     if "playlist_id" in rows.columns:
@@ -64,25 +63,18 @@ def plan_seed_chunks(
     plan: list[SeedChunk] = []
     for pid, ids in items:
         seeds = [s for s in dict.fromkeys(ids.dropna()) if s in found_ids]
-        parts = chunked(seeds, settings.seeds_per_chunk)[: settings.max_seed_chunks_per_playlist]
+        parts = chunked(seeds, config.seeds_per_chunk)[: config.max_seed_chunks_per_playlist]
         for i, part in enumerate(parts):
             key_seeds = tuple(sorted(part))
             plan.append(
-                SeedChunk(pid, i, key_seeds, request_key(key_seeds, settings.recommendation_size))
+                SeedChunk(pid, i, key_seeds, request_key(key_seeds, config.recommendation_size))
             )
     return plan
 
 
-def fetch_recommendations(
-    plan: list[SeedChunk],
-    *,
-    client: ReccoBeatsClient,
-    caches: Caches,
-    settings: Settings,
-    sleep: Callable[[float], None],
-    progress: bool = False,
-) -> RecommendOutcome:
+def fetch_recommendations(plan: list[SeedChunk], ctx: StageContext) -> RecommendOutcome:
     """Fill the recommendations cache for every chunk of ``plan`` not cached within TTL."""
+    caches, config = ctx.caches, ctx.config
     out = RecommendOutcome(playlists=len({c.playlist_id for c in plan}), chunks=len(plan))
     fresh = caches.recommendations.fresh_keys([c.request_key for c in plan])
     todo: dict[str, SeedChunk] = {}
@@ -96,9 +88,9 @@ def fetch_recommendations(
         return out
 
     def fetch(chunk: SeedChunk) -> int:
-        if chunk.index and settings.seed_stagger_s:
-            sleep(settings.seed_stagger_s * chunk.index)
-        tracks = client.get_recommendations(chunk.seeds, size=settings.recommendation_size)
+        if chunk.index and config.seed_stagger_s:
+            ctx.pause(config.seed_stagger_s * chunk.index, "the recommendation stagger")
+        tracks = ctx.client.get_recommendations(chunk.seeds, size=config.recommendation_size)
         caches.recommendations.put(recommendation_rows(chunk.request_key, tracks))
         return len(tracks)
 
@@ -119,11 +111,9 @@ def fetch_recommendations(
         fetch,
         on_result=lambda chunk, n: None,
         on_failure=on_failure,
-        state=caches,
-        checkpoint_every=settings.checkpoint_every_chunks,
-        max_workers=settings.seed_chunk_concurrency,
+        ctx=ctx,
+        max_workers=config.seed_chunk_concurrency,
         desc="recommendations",
-        progress=progress,
     )
     return out
 

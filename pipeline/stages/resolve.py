@@ -13,12 +13,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from pipeline.api.client import ReccoBeatsClient
 from pipeline.errors import ClientRequestError
-from pipeline.settings import Settings
+from pipeline.stages.context import StageContext
 from pipeline.stages.runner import StageTally, chunked, run_stage
-from pipeline.state.cache_rows import tracks_frame
 from pipeline.state.caches import Caches
+from pipeline.state.rows_from_records import tracks_frame
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def ids_to_resolve(spotify_ids: Sequence[str], caches: Caches, *, count: bool = 
 
     This is the stage's one cache question, so it is where hits and misses are counted.
     """
-    look = caches.registry.table.lookup(spotify_ids, count=count)
+    look = caches.registry.lookup(spotify_ids, count=count)
     ask = look.stale_or_unknown
     found = look.fresh[look.fresh["status"] == "found"]
     if len(found):
@@ -53,17 +55,17 @@ def ids_to_resolve(spotify_ids: Sequence[str], caches: Caches, *, count: bool = 
     return ask
 
 
-def resolve_ids(
-    spotify_ids: Sequence[str],
-    *,
-    client: ReccoBeatsClient,
-    caches: Caches,
-    settings: Settings,
-    progress: bool = False,
-) -> ResolveOutcome:
+def resolved_ids(caches: Caches, spotify_ids: Sequence[str]) -> pd.DataFrame:
+    """``spotify_id, reccobeats_id`` of the IDs the registry knows as found (within TTL)."""
+    known = caches.registry.known(spotify_ids, count=False)
+    found = known[known["status"] == "found"]
+    return found[["spotify_id", "reccobeats_id"]].reset_index(drop=True)
+
+
+def resolve_ids(spotify_ids: Sequence[str], ctx: StageContext) -> ResolveOutcome:
     """Resolve the distinct ``spotify_ids``; record every answer in the registry."""
     out = ResolveOutcome(distinct=len(spotify_ids))
-    ask = ids_to_resolve(spotify_ids, caches)
+    ask = ids_to_resolve(spotify_ids, ctx.caches)
     out.known = out.distinct - len(ask)
     out.asked = len(ask)
     if not ask:
@@ -71,7 +73,7 @@ def resolve_ids(
         return out
 
     def fetch(chunk: list[str]) -> ChunkAnswer:
-        return _resolve_chunk(chunk, client, caches)
+        return _resolve_chunk(chunk, ctx.client, ctx.caches)
 
     def on_result(chunk: list[str], answer: ChunkAnswer) -> None:
         out.chunks += 1
@@ -85,7 +87,7 @@ def resolve_ids(
                 "records, so their absence proves nothing (asked again next run)"
             )
 
-    chunks = chunked(ask, settings.chunk_size)
+    chunks = chunked(ask, ctx.config.chunk_size)
     log.info(
         "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
         out.distinct,
@@ -98,11 +100,9 @@ def resolve_ids(
         fetch,
         on_result=on_result,
         on_failure=lambda chunk, error: out.failure(chunk, error, "resolve"),
-        state=caches,
-        checkpoint_every=settings.checkpoint_every_chunks,
-        max_workers=settings.chunk_concurrency,
+        ctx=ctx,
+        max_workers=ctx.config.chunk_concurrency,
         desc="resolve IDs",
-        progress=progress,
     )
     return out
 

@@ -8,14 +8,18 @@ stage records each chunk's answer at once and checkpoints every few chunks.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
 from pipeline.errors import APIError, Cancelled
+
+if TYPE_CHECKING:
+    from pipeline.stages.context import StageContext
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,8 +27,8 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
-class Checkpointer:
-    """Calls ``flush`` every ``every`` recorded chunks, so a killed run loses little.
+class SaveCadence:
+    """Calls ``flush`` (a journal append) every ``every`` recorded chunks: a kill loses little.
 
     The stages flush with a journal append (``TtlTable.journal``: O(new rows), ~2 ms per
     changed table), so the default is every chunk: a kill then costs only the requests in
@@ -60,12 +64,14 @@ def run_chunks(
     desc: str,
     total: int,
     progress: bool,
+    stop: threading.Event,
     unit: str = "chunk",
 ) -> None:
     """Run ``work`` on every chunk with at most ``max_workers`` at once.
 
     ``on_done(chunk, result, error)`` runs in the calling thread for each finished chunk.
-    ``Cancelled`` stops submitting new chunks and is re-raised after the running ones end,
+    A set ``stop`` event (or ``Cancelled`` from a worker) stops submitting new chunks; the
+    running ones end (their waits end at once on the same event) and ``Cancelled`` is raised,
     so whatever finished is still recorded.
     """
     pending: dict[Future[R], T] = {}
@@ -76,6 +82,8 @@ def run_chunks(
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=desc) as pool:
 
             def submit_next() -> bool:
+                if stop.is_set():
+                    return False
                 try:
                     chunk = next(it)
                 except StopIteration:
@@ -102,14 +110,8 @@ def run_chunks(
         bar.close()
     if cancelled is not None:
         raise cancelled
-
-
-class SavesState(Protocol):
-    """What a stage saves into: ``pipeline.state.caches.Caches``."""
-
-    def journal_all(self) -> object: ...
-
-    def checkpoint_all(self) -> object: ...
+    if stop.is_set():
+        raise Cancelled(f"stop requested during {desc}")
 
 
 @dataclass
@@ -133,23 +135,21 @@ def run_stage(
     chunks: Sequence[T],
     work: Callable[[T], R],
     *,
+    ctx: StageContext,
     on_result: Callable[[T, R], None],
     on_failure: Callable[[T, APIError], None],
-    state: SavesState,
-    checkpoint_every: int,
     max_workers: int,
     desc: str,
-    progress: bool,
 ) -> None:
     """``run_chunks`` as every stage uses it.
 
     An ``APIError`` (a request that failed after its retries) goes to ``on_failure`` and the
     stage goes on; anything else propagates. Answers are saved with a cheap journal append
-    (``state.journal_all``) as they land, and ``state.checkpoint_all`` (a full rewrite) runs
-    at the end, also when the stage is interrupted. Both callbacks run in the calling
+    (``ctx.caches.journal_all``) as they land, and ``ctx.caches.checkpoint_all`` (a full
+    rewrite) runs at the end, also when the stage is interrupted. Both callbacks run in the calling
     thread, so they may update the stage's tallies without a lock.
     """
-    checkpointer = Checkpointer(checkpoint_every, state.journal_all)
+    cadence = SaveCadence(ctx.config.checkpoint_every_chunks, ctx.caches.journal_all)
 
     def on_done(chunk: T, result: R | None, error: BaseException | None) -> None:
         if error is None:
@@ -158,7 +158,7 @@ def run_stage(
             on_failure(chunk, error)
         else:
             raise error
-        checkpointer.tick()
+        cadence.tick()
 
     try:
         run_chunks(
@@ -168,7 +168,8 @@ def run_stage(
             max_workers=max_workers,
             desc=desc,
             total=len(chunks),
-            progress=progress,
+            progress=ctx.progress,
+            stop=ctx.stop,
         )
     finally:
-        state.checkpoint_all()
+        ctx.caches.checkpoint_all()

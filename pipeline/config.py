@@ -1,0 +1,167 @@
+"""Frozen configuration values, one per consumer, built from ``Settings`` in one place.
+
+Why: the user sees one ``Settings`` object (flags > env > TOML > defaults), but the limiter, the
+transport, the state tables and the stages each need a handful of its values. Handing each of
+them the whole ``Settings`` hid which values a component depends on and let defaults be
+written again in constructors. Each consumer now takes its own small frozen dataclass; the
+``*_config(settings)`` builders below are the only place that reads ``Settings`` for it, and
+every default lives once, in ``Settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.settings import EndpointLimit, Settings
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """What the fetch stages need: chunking, pool sizes, recommendation shape, saving cadence."""
+
+    chunk_size: int
+    chunk_concurrency: int
+    checkpoint_every_chunks: int
+    recommendations: bool
+    seeds_per_chunk: int
+    max_seed_chunks_per_playlist: int
+    seed_chunk_concurrency: int
+    seed_stagger_s: float
+    recommendation_size: int
+
+
+def stage_config(settings: Settings) -> StageConfig:
+    return StageConfig(
+        chunk_size=settings.chunk_size,
+        chunk_concurrency=settings.chunk_concurrency,
+        checkpoint_every_chunks=settings.checkpoint_every_chunks,
+        recommendations=settings.recommendations,
+        seeds_per_chunk=settings.seeds_per_chunk,
+        max_seed_chunks_per_playlist=settings.max_seed_chunks_per_playlist,
+        seed_chunk_concurrency=settings.seed_chunk_concurrency,
+        seed_stagger_s=settings.seed_stagger_s,
+        recommendation_size=settings.recommendation_size,
+    )
+
+
+# -- the HTTP layer (pipeline/api) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """What ``RateLimiter`` enforces. Rates are starts per ``window_s`` (Settings speak per
+    minute; ``limiter_config`` converts); ``endpoint_limits`` stay per minute."""
+
+    rate_per_window: float
+    window_s: float
+    min_interval_s: float
+    max_concurrency: int
+    endpoint_limits: Mapping[str, EndpointLimit]
+    adaptive: bool
+    decrease: float
+    increase_per_window: float
+    quiet_s: float
+    min_rate_per_window: float
+    max_retry_after_s: float
+    backoff_base_s: float
+    backoff_max_s: float
+    margin_s: float
+    probe_429_budget: float | None
+
+
+def limiter_config(settings: Settings) -> LimiterConfig:
+    per_window = settings.window_s / 60.0
+    return LimiterConfig(
+        rate_per_window=settings.rate_limit * per_window,
+        window_s=settings.window_s,
+        min_interval_s=settings.min_interval_s,
+        max_concurrency=settings.max_concurrency,
+        endpoint_limits=dict(settings.endpoint_limits),
+        adaptive=settings.adaptive,
+        decrease=settings.adaptive_decrease,
+        increase_per_window=settings.adaptive_increase_per_min * per_window,
+        quiet_s=settings.adaptive_quiet_s,
+        min_rate_per_window=settings.adaptive_min_rate * per_window,
+        max_retry_after_s=settings.max_retry_after_s,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+        margin_s=settings.jitter_margin_s,
+        probe_429_budget=settings.adaptive_probe_429_budget,
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many extra attempts a logical request may make, and how long to back off.
+
+    ``max_retries`` is the budget of *extra* attempts (so at most ``max_retries + 1`` HTTP
+    attempts), shared by every retryable cause including 429s.
+    """
+
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    max_retry_after_s: float
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=settings.max_retries,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+        max_retry_after_s=settings.max_retry_after_s,
+    )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """What the transport and the client need to build and send requests."""
+
+    base_url: str
+    timeout: tuple[float, float]  # (connect, read) seconds
+    max_response_bytes: int
+    user_agent: str
+    #: IDs per batch call: the stages' chunk size, never above what the API accepts.
+    max_ids_per_call: int
+    #: Pooled connections per host: one per concurrency slot (+2 spare); more are never used,
+    #: fewer make threads holding a permit open throwaway connections.
+    pool_size: int
+
+
+def http_config(settings: Settings) -> HttpConfig:
+    from pipeline.settings import API_MAX_IDS_PER_CALL
+
+    return HttpConfig(
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_response_bytes=settings.max_response_bytes,
+        user_agent=settings.user_agent,
+        max_ids_per_call=min(settings.chunk_size, API_MAX_IDS_PER_CALL),
+        pool_size=settings.max_concurrency + 2,
+    )
+
+
+@dataclass(frozen=True)
+class SharedBudgetConfig:
+    """Where the budget shared across processes lives (issue 13); ``None`` when it is off."""
+
+    url: str
+    name: str
+    #: A slot's lease lasts this long unless its holder renews it (a killed holder cannot).
+    lease_s: float
+    #: Socket timeout of every Redis call: slower than this, Redis counts as lost.
+    timeout_s: float
+
+
+def shared_budget_config(settings: Settings) -> SharedBudgetConfig | None:
+    if settings.shared_budget is None:
+        return None
+    return SharedBudgetConfig(
+        url=settings.shared_budget,
+        name=settings.budget_name,
+        lease_s=settings.shared_budget_lease_s,
+        timeout_s=settings.shared_budget_timeout_s,
+    )
