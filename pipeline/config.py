@@ -23,12 +23,16 @@ class StageConfig:
     """What the fetch stages need: chunking, pool sizes, recommendation shape, saving cadence."""
 
     chunk_size: int
-    chunk_concurrency: int
+    #: Chunks in progress at once over all stages: the limiter's concurrency cap, so the pool
+    #: never holds back a request the limiter would admit.
+    pool_size: int
+    #: Optional per-stage caps on chunks in progress (None: only the pool and the limiter).
+    chunk_concurrency: int | None
     checkpoint_every_chunks: int
     recommendations: bool
     seeds_per_chunk: int
     max_seed_chunks_per_playlist: int
-    seed_chunk_concurrency: int
+    seed_chunk_concurrency: int | None
     seed_stagger_s: float
     recommendation_size: int
 
@@ -36,6 +40,7 @@ class StageConfig:
 def stage_config(settings: Settings) -> StageConfig:
     return StageConfig(
         chunk_size=settings.chunk_size,
+        pool_size=settings.max_concurrency,
         chunk_concurrency=settings.chunk_concurrency,
         checkpoint_every_chunks=settings.checkpoint_every_chunks,
         recommendations=settings.recommendations,

@@ -23,29 +23,27 @@ from typing import Any
 import pandas as pd
 
 from pipeline.api.client import ReccoBeatsClient
+from pipeline.api.backends import open_shared_budget
 from pipeline.api.limiter import RateLimiter
 from pipeline.api.metrics import RequestMetrics
 from pipeline.clock import Clock, utc_now
-from pipeline.config import stage_config
+from pipeline.config import limiter_config, stage_config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, Cancelled, ConfigError, InputError
 from pipeline.io.reader import InputBatch, read_input
 from pipeline.io.report import RunReport, build_report, floor_seconds, write_report
 from pipeline.io.writer import check_output_dir, sweep_stale_temp_files, write_rejects
 from pipeline.settings import Settings
 from pipeline.stages.context import StageContext
-from pipeline.stages.features import FeaturesOutcome, fetch_features
+from pipeline.stages.features import FeaturesOutcome, FeaturesWork
 from pipeline.stages.plan import plan_figures
 from pipeline.stages.publish import publish
-from pipeline.stages.recommend import (
-    RecommendOutcome,
-    SeedChunk,
-    fetch_recommendations,
-    plan_seed_chunks,
-)
-from pipeline.stages.resolve import ResolveOutcome, resolve_ids, resolved_ids
+from pipeline.stages.recommend import RecommendOutcome, RecommendWork, SeedChunk, plan_seed_chunks
+from pipeline.stages.resolve import ResolveOutcome, ResolveWork, resolved_ids
+from pipeline.stages.runner import StageWork, run_stages
 from pipeline.state.caches import Caches
 from pipeline.state.learned_rate import load_learned_rate, save_learned_rate
 from pipeline.state.lock import StateLock
+from pipeline.stop import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +91,16 @@ def run_job(
         caches = Caches.load(state_dir, settings, clock)
         if dry_run:
             return _dry_run(settings, run_date, run_id, batch, distinct, caches)
-        with ApiResources(settings, state_dir, cancel or threading.Event(), clock) as api:
+        with ApiResources(settings, state_dir, cancel or StopSignal(), clock) as api:
             ctx = StageContext(api.client, caches, stage_config(settings), api.stop, show)
             try:
                 fetched = _fetch(set(stages), batch, distinct, ctx)
-            except Cancelled:
+            except Cancelled as exc:
                 log.warning("run %s: stop requested; checkpointing state", run_id)
                 caches.checkpoint_all()
+                lost = api.budget.lost if api.budget is not None else None
+                if lost is not None and lost is not exc:
+                    raise lost from exc  # Redis went away: exit 6, not 130
                 raise
         base = _base_figures(run_id, run_date, started, stages, batch, distinct, fetched)
         if "publish" in stages:
@@ -152,7 +153,8 @@ def _read(settings: Settings, run_date: date) -> InputBatch:
 class ApiResources:
     """The run's one limiter, client and metrics; on exit, the learned rate is saved.
 
-    Holds the cancel watcher too, so a set ``stop`` event ends every wait at once.
+    ``stop`` is the run's one stop signal: the limiter, the transport's backoffs and the
+    stages all wait on it, so setting it ends every wait at once.
     """
 
     def __init__(
@@ -166,21 +168,27 @@ class ApiResources:
         self._state_dir = state_dir
         self._clock = clock
         self.stop = stop
+        # Shared budget (issue 13): the limiter's state in Redis; unreachable -> exit 6 here.
+        self.budget = open_shared_budget(settings, stop)
         learned = load_learned_rate(state_dir) if settings.adaptive else None
-        self.limiter = RateLimiter.from_settings(settings, initial_rate=learned)
+        if self.budget is not None and settings.adaptive:
+            learned = self.budget.learned().rate or learned  # what every process learned
+        self.limiter = RateLimiter(
+            limiter_config(settings), stop=stop, initial_rate=learned, backend=self.budget
+        )
         self.metrics = RequestMetrics()
         self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
         self.wall_s = 0.0
 
     def __enter__(self) -> ApiResources:
         self._t0 = time.monotonic()
-        self._watcher = _CancelWatcher(self.stop, self.limiter)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.monotonic() - self._t0
-        self._watcher.close()
         self.client.close()
+        if self.budget is not None:
+            self.budget.close()
         if self._settings.adaptive:
             save_learned_rate(self._state_dir, self.limiter.effective_rate, self._clock())
 
@@ -198,20 +206,50 @@ class _Fetched:
 
 
 def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageContext) -> _Fetched:
-    """Resolve -> features -> recommendations, each only if asked for (``publish``: all)."""
+    """Resolve -> features -> recommendations, each only if asked for (``publish``: all).
+
+    The stages asked for run together on one pool (``run_stages``): a stage downstream starts
+    on what is already answered while the stage upstream is still in flight. A stage not
+    asked for works only from what the state dir already holds, so separate Airflow tasks
+    make the same requests as one run.
+    """
     if "publish" in stages:
         stages = stages | {"resolve", "features", "recommendations"}
-    res = ResolveOutcome(distinct=len(distinct))
-    feat, recs = FeaturesOutcome(), RecommendOutcome()
-    if "resolve" in stages:
-        res = resolve_ids(distinct, ctx)
-    resolved = resolved_ids(ctx.caches, distinct)
+    config = ctx.config
+    res = ResolveWork(distinct, ctx) if "resolve" in stages else None
+    upstream = set(res.ask) if res is not None else set()
+    before = resolved_ids(ctx.caches, distinct)
+    before = before[~before["spotify_id"].isin(upstream)]
+    works: list[StageWork[Any, Any]] = []
+    feat = None
     if "features" in stages:
-        feat = fetch_features(resolved, ctx)
-    plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), ctx.config)
-    if ctx.config.recommendations and "recommendations" in stages:
-        recs = fetch_recommendations(plan, ctx)
-    return _Fetched(res, feat, recs, plan)
+        feat = FeaturesWork(ctx)
+        feat.add(dict(zip(before["spotify_id"], before["reccobeats_id"], strict=True)))
+        if res is not None:
+            feat.upstream_done = lambda: res.done
+            res.listeners.append(lambda found, _chunk: feat.add(found))
+        works.append(feat)
+    recs = None
+    if config.recommendations and "recommendations" in stages:
+        recs = RecommendWork(batch.rows, set(before["spotify_id"]), upstream, ctx)
+        if res is not None:
+            res.listeners.append(recs.on_resolved)
+        works.append(recs)
+    if res is not None:
+        works.append(res)
+    run_stages(works, ctx)
+    if feat is not None:
+        feat.log_plan()
+    if recs is not None:
+        recs.log_summary()
+    resolved = resolved_ids(ctx.caches, distinct)
+    plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), config)
+    return _Fetched(
+        res.out if res is not None else ResolveOutcome(distinct=len(distinct)),
+        feat.out if feat is not None else FeaturesOutcome(),
+        recs.out if recs is not None else RecommendOutcome(),
+        plan,
+    )
 
 
 def _base_figures(
@@ -260,25 +298,6 @@ def _base_figures(
         },
         "outputs": {},
     }
-
-
-class _CancelWatcher:
-    """Turns a set ``stop`` event into ``limiter.cancel()``, so every wait ends promptly."""
-
-    def __init__(self, stop: threading.Event, limiter: RateLimiter) -> None:
-        self._stop = stop
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(limiter,), daemon=True)
-        self._thread.start()
-
-    def _watch(self, limiter: RateLimiter) -> None:
-        while not self._done.is_set():
-            if self._stop.wait(0.1):
-                limiter.cancel()
-                return
-
-    def close(self) -> None:
-        self._done.set()
 
 
 def _dry_run(

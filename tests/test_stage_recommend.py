@@ -50,7 +50,7 @@ def test_identical_seed_sets_cost_one_call_and_own_tracks_are_excluded(tmp_path:
     rows = _rows({"p1": seeds, "p2": list(reversed(seeds))})
     with stage_context(settings, tmp_path / "state") as ctx:
         plan = plan_seed_chunks(rows, set(seeds), ctx.config)
-        out = fetch_recommendations(plan, ctx)
+        out = fetch_recommendations(rows, set(seeds), ctx)
         table = assemble_recommendations(rows, plan, ctx.caches)
     assert (out.chunks, out.asked, out.cached) == (2, 1, 0)
     assert len(responses.calls) == 1

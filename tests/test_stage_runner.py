@@ -1,16 +1,49 @@
-"""The stage runner: a bounded pool, answers recorded in the caller's thread, one stop signal."""
+"""The stage runner: one bounded pool for all stages, downstream first, one stop signal."""
 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipeline.errors import Cancelled, ServerError
-from pipeline.stages.runner import chunked, run_chunks, run_stage
+from pipeline.errors import APIError, Cancelled, ServerError
+from pipeline.stages.runner import StageWork, chunked, run_stages
 from tests.conftest import job_settings
 from tests.stage_support import API, stage_context
+
+
+class ListWork(StageWork[int, int]):
+    """Chunks from a list; ``job`` runs in the worker; answers recorded with their thread."""
+
+    def __init__(self, chunks: list[int], job: Callable[[int], int], desc: str = "w") -> None:
+        super().__init__()
+        self.queue = deque(chunks)
+        self.planned = len(chunks)
+        self.job = job
+        self.desc = desc
+        self.recorded: list[tuple[int, int, int]] = []
+        self.failed: list[int] = []
+        self.listeners: list[Callable[[int], None]] = []
+
+    def has_queued(self) -> bool:
+        return bool(self.queue)
+
+    def take(self) -> int | None:
+        return self.queue.popleft() if self.queue else None
+
+    def run(self, chunk: int) -> int:
+        return self.job(chunk)
+
+    def record(self, chunk: int, result: int) -> None:
+        self.recorded.append((chunk, result, threading.get_ident()))
+        for listener in self.listeners:
+            listener(chunk)
+
+    def fail(self, chunk: int, error: APIError) -> None:
+        self.failed.append(chunk)
 
 
 def test_chunked_keeps_order_and_size() -> None:
@@ -19,14 +52,14 @@ def test_chunked_keeps_order_and_size() -> None:
         chunked([1], 0)
 
 
-def test_at_most_max_workers_run_at_once_and_results_land_in_the_calling_thread() -> None:
+def test_at_most_pool_size_chunks_run_at_once_and_answers_land_in_the_calling_thread(
+    tmp_path: Path,
+) -> None:
     lock = threading.Lock()
     running = peak = 0
     gate = threading.Barrier(3, timeout=5)
-    caller = threading.get_ident()
-    seen: list[tuple[int, int | None, int]] = []
 
-    def work(n: int) -> int:
+    def job(n: int) -> int:
         nonlocal running, peak
         with lock:
             running += 1
@@ -37,64 +70,79 @@ def test_at_most_max_workers_run_at_once_and_results_land_in_the_calling_thread(
             running -= 1
         return n * 10
 
-    def on_done(n: int, result: int | None, error: BaseException | None) -> None:
-        seen.append((n, result, threading.get_ident()))
-
-    run_chunks(
-        range(9), work, on_done, max_workers=3, desc="t", total=9, progress=False,
-        stop=threading.Event(),
-    )  # fmt: skip
+    work = ListWork(list(range(9)), job)
+    with stage_context(job_settings(tmp_path, API, max_concurrency=3), tmp_path / "s") as ctx:
+        run_stages([work], ctx)
     assert peak == 3
-    assert sorted((n, r) for n, r, _ in seen) == [(n, n * 10) for n in range(9)]
-    assert {t for _, _, t in seen} == {caller}
+    assert sorted((n, r) for n, r, _ in work.recorded) == [(n, n * 10) for n in range(9)]
+    assert {t for _, _, t in work.recorded} == {threading.get_ident()}
 
 
-def test_a_set_stop_event_starts_no_new_chunk_and_raises_cancelled() -> None:
-    stop = threading.Event()
-    started: list[int] = []
+def test_downstream_starts_while_upstream_is_still_in_flight(tmp_path: Path) -> None:
+    """The stage boundary costs no idle time: chunk 1 upstream waits for downstream's start."""
+    downstream_started = threading.Event()
 
-    def work(n: int) -> int:
-        started.append(n)
-        stop.set()  # e.g. SIGTERM arrives while the first chunk runs
+    def upstream_job(n: int) -> int:
+        if n == 1:
+            assert downstream_started.wait(5), "downstream did not start during upstream"
         return n
 
-    done: list[int] = []
-    with pytest.raises(Cancelled):
-        run_chunks(
-            range(10), work, lambda n, r, e: done.append(n), max_workers=1, desc="t",
-            total=10, progress=False, stop=stop,
-        )  # fmt: skip
-    assert started == [0]
-    assert done == [0]  # what finished is still recorded
+    def downstream_job(n: int) -> int:
+        downstream_started.set()
+        return n
+
+    up = ListWork([0, 1], upstream_job, "up")
+    down = ListWork([], downstream_job, "down")
+    up.listeners.append(lambda chunk: down.queue.append(100 + chunk))
+    with stage_context(job_settings(tmp_path, API, max_concurrency=2), tmp_path / "s") as ctx:
+        run_stages([down, up], ctx)
+    assert [c for c, _, _ in down.recorded] == [100, 101]
 
 
-def test_run_stage_tallies_api_errors_propagates_others_and_always_checkpoints(
+def test_ready_downstream_chunks_go_first(tmp_path: Path) -> None:
+    order: list[str] = []
+    up = ListWork([0, 1, 2], lambda n: order.append(f"up{n}") or n, "up")
+    down = ListWork([], lambda n: order.append(f"down{n}") or n, "down")
+    up.listeners.append(lambda chunk: down.queue.append(chunk))
+    with stage_context(job_settings(tmp_path, API, max_concurrency=1), tmp_path / "s") as ctx:
+        run_stages([down, up], ctx)
+    assert order == ["up0", "down0", "up1", "down1", "up2", "down2"]
+
+
+def test_a_set_stop_event_starts_no_new_chunk_and_raises_cancelled(tmp_path: Path) -> None:
+    with stage_context(job_settings(tmp_path, API, max_concurrency=1), tmp_path / "s") as ctx:
+
+        def job(n: int) -> int:
+            ctx.stop.set()  # e.g. SIGTERM arrives while the first chunk runs
+            return n
+
+        work = ListWork(list(range(10)), job)
+        with pytest.raises(Cancelled):
+            run_stages([work], ctx)
+    assert [c for c, _, _ in work.recorded] == [0]  # what finished is still recorded
+
+
+def test_api_errors_are_tallied_others_propagate_and_state_is_always_checkpointed(
     tmp_path: Path,
 ) -> None:
     settings = job_settings(tmp_path, API)
-    failures: list[int] = []
+
+    def job(n: int) -> int:
+        if n == 1:
+            raise ServerError("503 after retries", endpoint="tracks")
+        return n
+
     with stage_context(settings, tmp_path / "state") as ctx:
         ctx.caches.tracks.put(_one_track_row())
-
-        def work(n: int) -> int:
-            if n == 1:
-                raise ServerError("503 after retries", endpoint="tracks")
-            return n
-
-        run_stage(
-            [0, 1, 2], work, ctx=ctx, on_result=lambda c, r: None,
-            on_failure=lambda c, e: failures.append(c), max_workers=2, desc="t",
-        )  # fmt: skip
-        assert failures == [1]
+        work = ListWork([0, 1, 2], job)
+        run_stages([work], ctx)
+        assert work.failed == [1]
 
         def broken(n: int) -> int:
             raise KeyError("a bug, not an API failure")
 
         with pytest.raises(KeyError):
-            run_stage(
-                [0], broken, ctx=ctx, on_result=lambda c, r: None,
-                on_failure=lambda c, e: None, max_workers=1, desc="t",
-            )  # fmt: skip
+            run_stages([ListWork([0], broken)], ctx)
     # checkpoint_all ran at the end even though the stage raised: a fresh load sees the row
     with stage_context(settings, tmp_path / "state") as ctx:
         assert len(ctx.caches.tracks) == 1

@@ -12,6 +12,7 @@ track look-ups.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -19,7 +20,7 @@ import pandas as pd
 from pipeline.config import StageConfig
 from pipeline.errors import APIError
 from pipeline.stages.context import StageContext
-from pipeline.stages.runner import chunked, run_stage
+from pipeline.stages.runner import StageWork, chunked, run_stages
 from pipeline.state.caches import Caches
 from pipeline.state.rows_from_records import recommendation_rows
 
@@ -51,71 +52,141 @@ def request_key(seeds: tuple[str, ...], size: int) -> str:
     return ",".join(sorted(seeds)) + f"|size={size}"
 
 
-def plan_seed_chunks(
-    rows: pd.DataFrame, found_ids: set[str], config: StageConfig
-) -> list[SeedChunk]:
-    """Seed chunks for every playlist (or the whole input when there is no playlist_id)."""
+def playlist_groups(rows: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """``(playlist, its distinct Spotify IDs in input order)``, playlists sorted by id.
+
+    The whole input is one group (``ALL_TRACKS``) when it has no ``playlist_id`` column.
+    """
     if "playlist_id" in rows.columns:
         groups = rows.dropna(subset=["playlist_id"]).groupby("playlist_id", sort=True)
         items = [(str(pid), g["spotify_id"]) for pid, g in groups]
     else:
         items = [(ALL_TRACKS, rows["spotify_id"])]
-    plan: list[SeedChunk] = []
-    for pid, ids in items:
-        seeds = [s for s in dict.fromkeys(ids.dropna()) if s in found_ids]
-        parts = chunked(seeds, config.seeds_per_chunk)[: config.max_seed_chunks_per_playlist]
-        for i, part in enumerate(parts):
-            key_seeds = tuple(sorted(part))
-            plan.append(
-                SeedChunk(pid, i, key_seeds, request_key(key_seeds, config.recommendation_size))
-            )
+    return [(pid, list(dict.fromkeys(ids.dropna()))) for pid, ids in items]
+
+
+def seed_chunks_for(
+    playlist_id: str, spotify_ids: list[str], found_ids: set[str], config: StageConfig
+) -> list[SeedChunk]:
+    """One playlist's seed chunks: its resolved tracks in input order, 5 at a time."""
+    seeds = [s for s in spotify_ids if s in found_ids]
+    parts = chunked(seeds, config.seeds_per_chunk)[: config.max_seed_chunks_per_playlist]
+    plan = []
+    for i, part in enumerate(parts):
+        key_seeds = tuple(sorted(part))
+        key = request_key(key_seeds, config.recommendation_size)
+        plan.append(SeedChunk(playlist_id, i, key_seeds, key))
     return plan
 
 
-def fetch_recommendations(plan: list[SeedChunk], ctx: StageContext) -> RecommendOutcome:
-    """Fill the recommendations cache for every chunk of ``plan`` not cached within TTL."""
-    caches, config = ctx.caches, ctx.config
-    out = RecommendOutcome(playlists=len({c.playlist_id for c in plan}), chunks=len(plan))
-    fresh = caches.recommendations.fresh_keys([c.request_key for c in plan])
-    todo: dict[str, SeedChunk] = {}
-    for c in plan:  # identical seed sets across playlists: ask once
-        if c.request_key not in fresh:
-            todo.setdefault(c.request_key, c)
-    out.cached = len(plan) - sum(1 for c in plan if c.request_key in todo)
-    out.asked = len(todo)
-    if not todo:
-        log.info("recommendations: all %d seed chunks cached within TTL", len(plan))
-        return out
+def plan_seed_chunks(
+    rows: pd.DataFrame, found_ids: set[str], config: StageConfig
+) -> list[SeedChunk]:
+    """Seed chunks for every playlist (or the whole input when there is no playlist_id)."""
+    return [
+        chunk
+        for pid, ids in playlist_groups(rows)
+        for chunk in seed_chunks_for(pid, ids, found_ids, config)
+    ]
 
-    def fetch(chunk: SeedChunk) -> int:
+
+def fetch_recommendations(
+    rows: pd.DataFrame, found_ids: set[str], ctx: StageContext
+) -> RecommendOutcome:
+    """Fill the recommendations cache for every playlist of ``rows`` (resolve already done)."""
+    work = RecommendWork(rows, found_ids, set(), ctx)
+    run_stages([work], ctx)
+    work.log_summary()
+    return work.out
+
+
+class RecommendWork(StageWork[SeedChunk, int]):
+    """The recommendation stage's chunks; a playlist is planned once all its tracks are answered.
+
+    ``unanswered`` are the Spotify IDs the resolve stage is still to answer this run (empty
+    when it ran before); ``on_resolved`` is the resolve stage's listener. Identical seed sets
+    across playlists (or cached within TTL) are asked at most once.
+    """
+
+    desc = "recommendations"
+
+    def __init__(
+        self, rows: pd.DataFrame, found_ids: set[str], unanswered: set[str], ctx: StageContext
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.out = RecommendOutcome()
+        self.max_in_progress = ctx.config.seed_chunk_concurrency
+        self._found = set(found_ids)
+        self._unanswered = set(unanswered)
+        self._groups = playlist_groups(rows)
+        self._waiting_for: list[int] = []
+        self._groups_of: dict[str, list[int]] = {}
+        self._queue: deque[SeedChunk] = deque()
+        self._asked_keys: set[str] = set()
+        for g, (_pid, ids) in enumerate(self._groups):
+            pending = [s for s in ids if s in self._unanswered]
+            self._waiting_for.append(len(pending))
+            for s in pending:
+                self._groups_of.setdefault(s, []).append(g)
+        for g, n in enumerate(self._waiting_for):
+            if n == 0:
+                self._plan(g)
+
+    def on_resolved(self, found: dict[str, str], chunk: list[str]) -> None:
+        self._found.update(found)
+        for s in chunk:
+            if s not in self._unanswered:
+                continue
+            self._unanswered.discard(s)
+            for g in self._groups_of.get(s, ()):
+                self._waiting_for[g] -= 1
+                if self._waiting_for[g] == 0:
+                    self._plan(g)
+
+    def _plan(self, g: int) -> None:
+        pid, ids = self._groups[g]
+        chunks = seed_chunks_for(pid, ids, self._found, self.ctx.config)
+        self.out.playlists += 1
+        self.out.chunks += len(chunks)
+        fresh = self.ctx.caches.recommendations.fresh_keys([c.request_key for c in chunks])
+        for c in chunks:
+            if c.request_key in fresh:
+                self.out.cached += 1
+            elif c.request_key not in self._asked_keys:
+                self._asked_keys.add(c.request_key)
+                self.out.asked += 1
+                self._queue.append(c)
+                self.planned += 1
+
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def take(self) -> SeedChunk | None:
+        return self._queue.popleft() if self._queue else None
+
+    def run(self, chunk: SeedChunk) -> int:
+        config = self.ctx.config
         if chunk.index and config.seed_stagger_s:
-            ctx.pause(config.seed_stagger_s * chunk.index, "the recommendation stagger")
-        tracks = ctx.client.get_recommendations(chunk.seeds, size=config.recommendation_size)
-        caches.recommendations.put(recommendation_rows(chunk.request_key, tracks))
+            self.ctx.pause(config.seed_stagger_s * chunk.index, "the recommendation stagger")
+        tracks = self.ctx.client.get_recommendations(chunk.seeds, size=config.recommendation_size)
+        self.ctx.caches.recommendations.put(recommendation_rows(chunk.request_key, tracks))
         return len(tracks)
 
-    def on_failure(chunk: SeedChunk, error: APIError) -> None:
-        out.failed += 1
-        out.errors.append(str(error))
+    def record(self, chunk: SeedChunk, result: int) -> None:
+        pass  # the answer is in the cache already; nothing to tally per chunk
+
+    def fail(self, chunk: SeedChunk, error: APIError) -> None:
+        self.out.failed += 1
+        self.out.errors.append(str(error))
         log.warning("recommendations: seeds %s failed: %s", ",".join(chunk.seeds), error)
 
-    log.info(
-        "recommendations: %d playlists, %d seed chunks, %d cached, asking %d",
-        out.playlists,
-        out.chunks,
-        out.cached,
-        out.asked,
-    )
-    run_stage(
-        list(todo.values()),
-        fetch,
-        on_result=lambda chunk, n: None,
-        on_failure=on_failure,
-        ctx=ctx,
-        max_workers=config.seed_chunk_concurrency,
-        desc="recommendations",
-    )
-    return out
+    def log_summary(self) -> None:
+        out = self.out
+        log.info(
+            "recommendations: %d playlists, %d seed chunks, %d cached, asked %d",
+            out.playlists, out.chunks, out.cached, out.asked,
+        )  # fmt: skip
 
 
 def assemble_recommendations(

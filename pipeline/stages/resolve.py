@@ -10,15 +10,16 @@ fails after retries leaves its IDs unrecorded (``failed``) so the next run asks 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from pipeline.api.client import ReccoBeatsClient
-from pipeline.errors import ClientRequestError
+from pipeline.errors import APIError, ClientRequestError
 from pipeline.stages.context import StageContext
-from pipeline.stages.runner import StageTally, chunked, run_stage
+from pipeline.stages.runner import StageTally, StageWork, chunked, run_stages
 from pipeline.state.caches import Caches
 from pipeline.state.rows_from_records import tracks_frame
 
@@ -63,19 +64,48 @@ def resolved_ids(caches: Caches, spotify_ids: Sequence[str]) -> pd.DataFrame:
 
 
 def resolve_ids(spotify_ids: Sequence[str], ctx: StageContext) -> ResolveOutcome:
-    """Resolve the distinct ``spotify_ids``; record every answer in the registry."""
-    out = ResolveOutcome(distinct=len(spotify_ids))
-    ask = ids_to_resolve(spotify_ids, ctx.caches)
-    out.known = out.distinct - len(ask)
-    out.asked = len(ask)
-    if not ask:
-        log.info("resolve: all %d IDs known to the registry within TTL", out.distinct)
-        return out
+    """Resolve the distinct ``spotify_ids`` on their own (one Airflow task, or a test)."""
+    work = ResolveWork(spotify_ids, ctx)
+    run_stages([work], ctx)
+    return work.out
 
-    def fetch(chunk: list[str]) -> ChunkAnswer:
-        return _resolve_chunk(chunk, ctx.client, ctx.caches)
 
-    def on_result(chunk: list[str], answer: ChunkAnswer) -> None:
+class ResolveWork(StageWork[list[str], "ChunkAnswer"]):
+    """The resolve stage's chunks; ``listeners`` hear every chunk's answer as it lands."""
+
+    desc = "resolve IDs"
+
+    def __init__(self, spotify_ids: Sequence[str], ctx: StageContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.out = ResolveOutcome(distinct=len(spotify_ids))
+        self.ask = ids_to_resolve(spotify_ids, ctx.caches)
+        self.out.known = self.out.distinct - len(self.ask)
+        self.out.asked = len(self.ask)
+        self._queue = deque(chunked(self.ask, ctx.config.chunk_size))
+        self.planned = len(self._queue)
+        self.max_in_progress = ctx.config.chunk_concurrency
+        #: called with (found spotify_id -> reccobeats_id, every Spotify ID of the chunk)
+        self.listeners: list[Callable[[dict[str, str], list[str]], None]] = []
+        if self.ask:
+            log.info(
+                "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
+                self.out.distinct, self.out.known, self.out.asked, self.planned,
+            )  # fmt: skip
+        else:
+            log.info("resolve: all %d IDs known to the registry within TTL", self.out.distinct)
+
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def take(self) -> list[str] | None:
+        return self._queue.popleft() if self._queue else None
+
+    def run(self, chunk: list[str]) -> ChunkAnswer:
+        return _resolve_chunk(chunk, self.ctx.client, self.ctx.caches)
+
+    def record(self, chunk: list[str], answer: ChunkAnswer) -> None:
+        out = self.out
         out.chunks += 1
         out.found += len(answer.found)
         out.missing += len(answer.missing) + len(answer.rejected)
@@ -86,25 +116,15 @@ def resolve_ids(spotify_ids: Sequence[str], ctx: StageContext) -> ResolveOutcome
                 f"{len(answer.unsure)} IDs left unresolved: the batch held malformed "
                 "records, so their absence proves nothing (asked again next run)"
             )
+        self._tell(answer.found, chunk)
 
-    chunks = chunked(ask, ctx.config.chunk_size)
-    log.info(
-        "resolve: %d distinct IDs, %d known, asking %d in %d chunks",
-        out.distinct,
-        out.known,
-        out.asked,
-        len(chunks),
-    )
-    run_stage(
-        chunks,
-        fetch,
-        on_result=on_result,
-        on_failure=lambda chunk, error: out.failure(chunk, error, "resolve"),
-        ctx=ctx,
-        max_workers=ctx.config.chunk_concurrency,
-        desc="resolve IDs",
-    )
-    return out
+    def fail(self, chunk: list[str], error: APIError) -> None:
+        self.out.failure(chunk, error, "resolve")
+        self._tell({}, chunk)
+
+    def _tell(self, found: dict[str, str], chunk: list[str]) -> None:
+        for listener in self.listeners:
+            listener(found, chunk)
 
 
 @dataclass

@@ -1,18 +1,26 @@
-"""Chunked work on a bounded thread pool, shared by the stages.
+"""The stage runner: every fetch stage's chunks on one bounded pool, next stage overlapping.
 
-The pool only bounds how many chunks are *in progress*; the limiter decides when a request
-may start. Results are handed back to the caller's thread one by one (``on_done``), so a
-stage records each chunk's answer at once and checkpoints every few chunks.
+Why one pool for all stages: a stage used to wait for the previous one's last response before
+its first request, so each boundary idled the budget for about one response latency (30-60 s
+at production latencies). Stages are now ``StageWork`` objects fed by the ones upstream: the
+features stage gets each resolve chunk's found IDs as it lands and asks them once it holds a
+full batch (or once resolve is done), and a playlist's recommendations are asked as soon as
+all of its tracks are answered. The scheduler always starts the ready chunk of the most
+downstream stage first (features, then recommendations, then resolve), which is also what
+makes rows complete first when a run is stopped early.
+
+The pool bounds how many chunks are *in progress*; the limiter decides when a request may
+start. Results are handed back to the calling thread one by one, so each answer is recorded
+(and journaled) at once without a lock, and downstream stages are fed from that thread too.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tqdm import tqdm
 
@@ -27,91 +35,11 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
-class SaveCadence:
-    """Calls ``flush`` (a journal append) every ``every`` recorded chunks: a kill loses little.
-
-    The stages flush with a journal append (``TtlTable.journal``: O(new rows), ~2 ms per
-    changed table), so the default is every chunk: a kill then costs only the requests in
-    flight. (An earlier rule spaced whole-table rewrites by their duration; after a slow
-    first write a kill could lose ~25 requests at 130 req/s: docs/reliability.md.)
-    """
-
-    def __init__(self, every: int, flush: Callable[[], object]) -> None:
-        self._every = max(1, every)
-        self._flush = flush
-        self._since = 0
-
-    def tick(self) -> None:
-        self._since += 1
-        if self._since >= self._every:
-            self._flush()
-            self._since = 0
-
-
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:
     """Split ``items`` into lists of at most ``size`` (order kept)."""
     if size < 1:
         raise ValueError("chunk size must be >= 1")
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-def run_chunks(
-    chunks: Iterable[T],
-    work: Callable[[T], R],
-    on_done: Callable[[T, R | None, BaseException | None], None],
-    *,
-    max_workers: int,
-    desc: str,
-    total: int,
-    progress: bool,
-    stop: threading.Event,
-    unit: str = "chunk",
-) -> None:
-    """Run ``work`` on every chunk with at most ``max_workers`` at once.
-
-    ``on_done(chunk, result, error)`` runs in the calling thread for each finished chunk.
-    A set ``stop`` event (or ``Cancelled`` from a worker) stops submitting new chunks; the
-    running ones end (their waits end at once on the same event) and ``Cancelled`` is raised,
-    so whatever finished is still recorded.
-    """
-    pending: dict[Future[R], T] = {}
-    cancelled: Cancelled | None = None
-    it = iter(chunks)
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
-    try:
-        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=desc) as pool:
-
-            def submit_next() -> bool:
-                if stop.is_set():
-                    return False
-                try:
-                    chunk = next(it)
-                except StopIteration:
-                    return False
-                pending[pool.submit(work, chunk)] = chunk
-                return True
-
-            for _ in range(max_workers):
-                if not submit_next():
-                    break
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    chunk = pending.pop(fut)
-                    exc = fut.exception()
-                    if isinstance(exc, Cancelled):
-                        cancelled = exc
-                    else:
-                        on_done(chunk, None if exc else fut.result(), exc)
-                    bar.update(1)
-                    if cancelled is None:
-                        submit_next()
-    finally:
-        bar.close()
-    if cancelled is not None:
-        raise cancelled
-    if stop.is_set():
-        raise Cancelled(f"stop requested during {desc}")
 
 
 @dataclass
@@ -131,45 +59,136 @@ class StageTally:
         log.warning("%s: chunk of %d failed: %s", stage, len(ids), error)
 
 
-def run_stage(
-    chunks: Sequence[T],
-    work: Callable[[T], R],
-    *,
-    ctx: StageContext,
-    on_result: Callable[[T, R], None],
-    on_failure: Callable[[T, APIError], None],
-    max_workers: int,
-    desc: str,
-) -> None:
-    """``run_chunks`` as every stage uses it.
+class StageWork(Generic[T, R]):
+    """One stage's chunks as the scheduler sees them.
 
-    An ``APIError`` (a request that failed after its retries) goes to ``on_failure`` and the
-    stage goes on; anything else propagates. Answers are saved with a cheap journal append
-    (``ctx.caches.journal_all``) as they land, and ``ctx.caches.checkpoint_all`` (a full
-    rewrite) runs at the end, also when the stage is interrupted. Both callbacks run in the calling
-    thread, so they may update the stage's tallies without a lock.
+    ``take`` (caller thread) hands out the next ready chunk or ``None``; ``run`` (a worker
+    thread) asks the API; ``record`` / ``fail`` (caller thread) store the answer and feed the
+    stages downstream. ``outstanding`` counts chunks taken and not yet recorded, so a stage
+    downstream can tell when nothing more will come (``done``).
     """
+
+    desc = "stage"
+    #: At most this many of the stage's chunks in progress at once (None: the pool's size).
+    max_in_progress: int | None = None
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.planned = 0  # chunks known so far (the progress bar's total)
+
+    def take(self) -> T | None:
+        raise NotImplementedError
+
+    def run(self, chunk: T) -> R:
+        raise NotImplementedError
+
+    def record(self, chunk: T, result: R) -> None:
+        raise NotImplementedError
+
+    def fail(self, chunk: T, error: APIError) -> None:
+        raise NotImplementedError
+
+    def has_queued(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        return self.outstanding == 0 and not self.has_queued()
+
+
+def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
+    """Run every chunk of ``works`` (most downstream first) until all are done.
+
+    An ``APIError`` (a request that failed after its retries) goes to the stage's ``fail``
+    and the run goes on; anything else propagates once the running chunks have ended. A
+    set stop event (or ``Cancelled`` from a worker) starts no new chunk, lets the running
+    ones end (their waits end at once on the same event) and raises ``Cancelled``. Answers
+    are journaled as they land (``SaveCadence``); ``ctx.caches.checkpoint_all`` (a full
+    rewrite) runs at the end, also when the run is interrupted.
+    """
+    if all(w.done for w in works):
+        return  # nothing to ask: no pool, no bars, no checkpoint
+    stop = ctx.stop
+    pool_size = max(1, ctx.config.pool_size)
     cadence = SaveCadence(ctx.config.checkpoint_every_chunks, ctx.caches.journal_all)
-
-    def on_done(chunk: T, result: R | None, error: BaseException | None) -> None:
-        if error is None:
-            on_result(chunk, result)  # type: ignore[arg-type]
-        elif isinstance(error, APIError):
-            on_failure(chunk, error)
-        else:
-            raise error
-        cadence.tick()
-
+    bars = {
+        id(w): tqdm(total=w.planned, desc=w.desc, unit="chunk", disable=not ctx.progress)
+        for w in works
+    }
+    pending: dict[Future[Any], tuple[StageWork[Any, Any], Any]] = {}
+    in_progress = {id(w): 0 for w in works}
+    cancelled: Cancelled | None = None
+    failure: BaseException | None = None
     try:
-        run_chunks(
-            chunks,
-            work,
-            on_done,
-            max_workers=max_workers,
-            desc=desc,
-            total=len(chunks),
-            progress=ctx.progress,
-            stop=ctx.stop,
-        )
+        with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="stage") as pool:
+
+            def fill() -> None:
+                while len(pending) < pool_size and not stop.is_set():
+                    for work in works:
+                        cap = work.max_in_progress or pool_size
+                        if in_progress[id(work)] >= cap:
+                            continue
+                        chunk = work.take()
+                        if chunk is not None:
+                            work.outstanding += 1
+                            in_progress[id(work)] += 1
+                            pending[pool.submit(work.run, chunk)] = (work, chunk)
+                            break
+                    else:
+                        return  # nothing ready anywhere
+
+            fill()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    work, chunk = pending.pop(fut)
+                    in_progress[id(work)] -= 1
+                    exc = fut.exception()
+                    try:
+                        if isinstance(exc, Cancelled):
+                            cancelled = exc
+                        elif exc is None:
+                            work.record(chunk, fut.result())
+                        elif isinstance(exc, APIError):
+                            work.fail(chunk, exc)
+                        else:
+                            failure = failure or exc
+                    finally:
+                        work.outstanding -= 1
+                    cadence.tick()
+                    bar = bars[id(work)]
+                    bar.total = max(work.planned, bar.n + 1)
+                    bar.update(1)
+                if cancelled is None and failure is None:
+                    fill()
     finally:
+        for bar in bars.values():
+            bar.close()
         ctx.caches.checkpoint_all()
+    if failure is not None:
+        raise failure
+    if cancelled is not None:
+        raise cancelled
+    if stop.is_set():
+        raise Cancelled("stop requested")
+
+
+class SaveCadence:
+    """Calls ``flush`` (a journal append) every ``every`` recorded chunks: a kill loses little.
+
+    The journal append is O(new rows), ~2 ms per changed table, so the default is every
+    chunk: a kill then costs only the requests in flight. (An earlier rule spaced whole-table
+    rewrites by their duration; after a slow first write a kill could lose ~25 requests at
+    130 req/s: docs/reliability.md.)
+    """
+
+    def __init__(self, every: int, flush: Callable[[], object]) -> None:
+        self._every = max(1, every)
+        self._flush = flush
+        self._since = 0
+
+    def tick(self) -> None:
+        self._since += 1
+        if self._since >= self._every:
+            self._flush()
+            self._since = 0
