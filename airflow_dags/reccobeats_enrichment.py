@@ -10,9 +10,16 @@ Why it looks like this:
   only fetches what is still missing. The pipeline is imported inside the tasks so that parsing
   this file (which the DAG processor does every few minutes) never loads pandas/pyarrow.
 * Pools bound concurrency across the whole deployment; the in-process limiter bounds the rate.
-  Every API-bound task runs in one pool (default ``reccobeats_api``, create it with 1 slot),
-  so no two ReccoBeats-bound tasks -- of this DAG or any other -- ever run at once and each
-  process's limiter really is the only client of the API.
+  Without a shared budget every API-bound task runs in one pool (default ``reccobeats_api``,
+  create it with 1 slot), so no two ReccoBeats-bound tasks -- of this DAG or any other -- ever
+  run at once and each process's limiter really is the only client of the API.
+* With a shared budget (``RECCOBEATS_SHARED_BUDGET=redis://...`` in the environment of the DAG
+  processor and the workers) every process spends ONE budget kept in Redis, so tasks of other
+  DAGs, backfills and cron jobs may run at the same time: the API tasks then need no pool and
+  run in ``default_pool``. The URL may also come from an Airflow Variable of that name (it
+  wins at run time), but the pool is decided when the file is parsed, from the environment:
+  with the URL only in a Variable the 1-slot pool stays (still correct, only serialised).
+  Redis unreachable or lost makes the task fail (exit 6 in the CLI) and Airflow retry it.
 * The partition date is decided once, by ``plan``, and handed to the other tasks through XCom:
   a retry after midnight must not switch to another date.
 * Bad input/config fails at once (``AirflowFailException``: no retry can fix it); API trouble
@@ -20,7 +27,8 @@ Why it looks like this:
   backoff.
 
 Configuration: ``RECCOBEATS_INPUT``, ``RECCOBEATS_OUTPUT_DIR``, ``RECCOBEATS_STATE_DIR``,
-``RECCOBEATS_BASE_URL``, ``RECCOBEATS_RATE_LIMIT`` as environment variables of the workers, or
+``RECCOBEATS_BASE_URL``, ``RECCOBEATS_RATE_LIMIT``, ``RECCOBEATS_SHARED_BUDGET``,
+``RECCOBEATS_BUDGET_NAME`` as environment variables of the workers, or
 as Airflow Variables of the same names, which take precedence. Everything else uses the
 product's defaults (and ``RECCOBEATS_*`` env / ``RECCOBEATS_CONFIG`` TOML as usual).
 """
@@ -49,6 +57,10 @@ VARIABLE_SETTINGS = (
     "RECCOBEATS_STATE_DIR",
     "RECCOBEATS_BASE_URL",
     "RECCOBEATS_RATE_LIMIT",
+    "RECCOBEATS_SHARED_BUDGET",
+    "RECCOBEATS_BUDGET_NAME",
+    "RECCOBEATS_MAX_REQUESTS",
+    "RECCOBEATS_TIME_BUDGET",
 )
 
 #: The pool must be known when the file is parsed, before any task runs, so it is read from
@@ -56,8 +68,14 @@ VARIABLE_SETTINGS = (
 #: a test checks they agree).
 API_POOL = os.environ.get("RECCOBEATS_AIRFLOW_POOL", "reccobeats_api")
 
+#: A shared budget in the parsing environment drops the 1-slot pool requirement (see above).
+SHARED_BUDGET = bool(os.environ.get("RECCOBEATS_SHARED_BUDGET", "").strip())
+API_TASK: dict[str, Any] = {} if SHARED_BUDGET else {"pool": API_POOL, "pool_slots": 1}
+
 #: Exit code of a run that finished with API failures after the client's own retries.
 _EXIT_PARTIAL = 3
+#: Exit code of a run stopped by its request/time budget: success, with more to do.
+_EXIT_BUDGET_REACHED = 10
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-eng",
@@ -70,6 +88,16 @@ DEFAULT_ARGS: dict[str, Any] = {
     # learned rate, so 2 h per stage means something is stuck, not slow.
     "execution_timeout": timedelta(hours=2),
 }
+
+#: Each API task stops itself this long before ``execution_timeout`` (time budget), saves its
+#: state and publishes what it has, instead of being killed and retried. A
+#: ``RECCOBEATS_TIME_BUDGET`` setting (env or Variable) wins over this default.
+TIME_BUDGET_MARGIN = timedelta(minutes=10)
+
+
+def default_time_budget_s() -> float:
+    timeout: timedelta = DEFAULT_ARGS["execution_timeout"]
+    return (timeout - TIME_BUDGET_MARGIN).total_seconds()
 
 
 def partition_date(context: Context | dict[str, Any]) -> date:
@@ -121,16 +149,19 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
     import json
 
     from jobs.nightly_enrich import run_nightly
-    from pipeline import ConfigError, InputError
+    from pipeline import ConfigError, InputError, load_settings
 
     kwargs: dict[str, Any] = {} if stages is None else {"stages": stages}
+    overrides = setting_overrides()
+    if load_settings(overrides).time_budget is None:  # not set by Variable, env or TOML
+        overrides["time_budget"] = str(default_time_budget_s())
     try:
         report = run_nightly(
             date.fromisoformat(run_date),
             dry_run=dry_run,
             progress=False,
             **kwargs,
-            **setting_overrides(),
+            **overrides,
         )
     except (InputError, ConfigError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
@@ -155,6 +186,15 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
             f"run {report.run_id} for {run_date} ended {report.status!r} (API failures after "
             "retries); the task will be retried and fetches only what is still missing"
         )
+    data["more_to_do"] = report.exit_code == _EXIT_BUDGET_REACHED
+    if data["more_to_do"]:
+        # Success with more to do: the state keeps every answer, so the next night (or a
+        # manual trigger) continues where this run stopped. XCom carries the figures.
+        log.warning(
+            "reccobeats %s %s: budget reached, %s rows pending; the next run continues",
+            label, run_date, data.get("pending", "?"),
+        )  # fmt: skip
+        return data
     if report.exit_code != 0:
         raise AirflowException(f"run {report.run_id} for {run_date} exited {report.exit_code}")
     return data
@@ -189,22 +229,22 @@ def reccobeats_enrichment() -> None:
         report = run_stage(run_date, None, dry_run=True)
         return {"run_date": run_date, "plan": report.get("figures", {})}
 
-    @task(pool=API_POOL, pool_slots=1)
+    @task(**API_TASK)
     def resolve(planned: dict) -> str:
         run_stage(planned["run_date"], ("resolve",))
         return planned["run_date"]
 
-    @task(pool=API_POOL, pool_slots=1)
+    @task(**API_TASK)
     def features(run_date: str) -> str:
         run_stage(run_date, ("features",))
         return run_date
 
-    @task(pool=API_POOL, pool_slots=1)
+    @task(**API_TASK)
     def recommendations(run_date: str) -> str:
         run_stage(run_date, ("recommendations",))
         return run_date
 
-    @task(pool=API_POOL, pool_slots=1)
+    @task(**API_TASK)
     def publish(run_date: str) -> dict:
         """Write the date partitions and the run report; returns the report (XCom)."""
         return run_stage(run_date, ("publish",))

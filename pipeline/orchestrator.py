@@ -10,11 +10,13 @@ still have work, then writes the date partitions and the run report.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Collection
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -22,27 +24,52 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.api.client import ReccoBeatsClient
 from pipeline.api.backends import open_shared_budget
+from pipeline.api.binding import binding_limit
+from pipeline.api.client import ReccoBeatsClient
 from pipeline.api.limiter import RateLimiter
 from pipeline.api.metrics import RequestMetrics
 from pipeline.clock import Clock, utc_now
-from pipeline.config import limiter_config, stage_config
-from pipeline.errors import EXIT_OK, EXIT_PARTIAL, Cancelled, ConfigError, InputError
-from pipeline.io.reader import InputBatch, read_input
+from pipeline.config import (
+    StageConfig,
+    StorageConfig,
+    limiter_config,
+    stage_config,
+    storage_config,
+)
+from pipeline.errors import (
+    EXIT_BUDGET_REACHED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_PARTIAL,
+    Cancelled,
+    ConfigError,
+    InputError,
+    OutputError,
+    StateError,
+)
+from pipeline.io.paths import check_disjoint, describe_links, symlinks_below
+from pipeline.io.reader import InputBatch, check_playlist_column, read_input
 from pipeline.io.report import RunReport, build_report, floor_seconds, write_report
+from pipeline.io.storage import RunStorage, Storage
 from pipeline.io.writer import check_output_dir, sweep_stale_temp_files, write_rejects
+from pipeline.run_guards import interrupted_base, nothing_fetched, stage_notes
 from pipeline.settings import Settings
+from pipeline.stages.budget import RunBudget
 from pipeline.stages.context import StageContext
 from pipeline.stages.features import FeaturesOutcome, FeaturesWork
-from pipeline.stages.plan import plan_figures
+from pipeline.stages.plan import plan_figures, runs_needed
 from pipeline.stages.publish import publish
 from pipeline.stages.recommend import RecommendOutcome, RecommendWork, SeedChunk, plan_seed_chunks
 from pipeline.stages.resolve import ResolveOutcome, ResolveWork, resolved_ids
 from pipeline.stages.runner import StageWork, run_stages
 from pipeline.state.caches import Caches
-from pipeline.state.learned_rate import load_learned_rate, save_learned_rate
-from pipeline.state.lock import StateLock
+from pipeline.state.learned_rate import (
+    load_learned_concurrency,
+    load_learned_rate,
+    save_learned_rate,
+)
+from pipeline.state.lock import lock_state_dir
 from pipeline.stop import StopSignal
 
 log = logging.getLogger(__name__)
@@ -64,6 +91,7 @@ def run_job(
     *,
     stages: Collection[str] = STAGES,
     dry_run: bool = False,
+    offline: bool = False,
     progress: bool | None = None,
     cancel: threading.Event | None = None,
     clock: Clock = utc_now,
@@ -73,45 +101,89 @@ def run_job(
     Raises ``InputError``/``ConfigError`` for unusable input or settings and
     ``StateLockedError`` when another run holds the state dir. Requests that fail after
     their retries do not raise: the run finishes, writes what it has, and returns
-    ``status="partial"`` with exit code 3 and the failures listed in the report.
+    ``status="partial"`` with exit code 3 and the failures listed in the report. When
+    requests were made and not one was answered, ``NothingFetchedError`` (exit 7) is raised
+    and nothing is published. ``offline``: no request; publish from the state dir only.
+    A dry run writes nothing (no state dir, lock or rejects). A stop (``Cancelled``) writes
+    the run report with status ``interrupted`` first (its path on ``exc.report_path``).
     """
-    _check_call(settings, stages, dry_run)
+    storage = _open_storage(settings)
+    _check_call(settings, stages, dry_run, storage)
     started = clock()
     t0 = time.monotonic()
     show = _want_progress(settings.progress if progress is None else progress)
-    batch = _read(settings, run_date)
+    batch = _read(settings, run_date, storage, write=not dry_run)
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
     run_id = new_run_id(run_date, started)
     log.info(
         "run %s: %d rows (%d rejected), %d distinct IDs from %d file(s)",
         run_id, len(batch.rows), len(batch.rejects), len(distinct), len(batch.files),
     )  # fmt: skip
-    state_dir = Path(settings.state_dir)
-    with StateLock(state_dir, settings.lock_wait_s):
+    state_dir = storage.state
+    lock = nullcontext() if dry_run else _lock(storage, storage_config(settings), clock, cancel)
+    with lock:
         caches = Caches.load(state_dir, settings, clock)
         if dry_run:
             return _dry_run(settings, run_date, run_id, batch, distinct, caches)
         with ApiResources(settings, state_dir, cancel or StopSignal(), clock) as api:
-            ctx = StageContext(api.client, caches, stage_config(settings), api.stop, show)
+            budget = RunBudget(
+                max_requests=settings.max_requests,
+                time_budget_s=settings.time_budget,
+                spent=lambda: api.metrics.attempts,
+            )
+            budget.start()
+            config = stage_config(settings)
+            planned = _planned_requests(batch, distinct, caches, config) if show else None
+            ctx = StageContext(api.client, caches, config, api.stop, show, budget, planned)
+            resolved_before = len(resolved_ids(caches, distinct))
+            notes = stage_notes(stages, offline, len(distinct), resolved_before)
             try:
-                fetched = _fetch(set(stages), batch, distinct, ctx)
+                fetched = _fetch(set(stages), batch, distinct, ctx, offline=offline)
             except Cancelled as exc:
                 log.warning("run %s: stop requested; checkpointing state", run_id)
                 caches.checkpoint_all()
-                lost = api.budget.lost if api.budget is not None else None
+                lost = api.shared_budget.lost if api.shared_budget is not None else None
                 if lost is not None and lost is not exc:
                     raise lost from exc  # Redis went away: exit 6, not 130
+                base = interrupted_base(
+                    run_id, run_date, started, stages, batch, len(distinct), api.metrics.snapshot()
+                )
+                exc.report_path = _write_figures(
+                    base, settings, api, caches, storage, time.monotonic() - t0
+                )
                 raise
+            dead = nothing_fetched(api.metrics.snapshot(), fetched.failures, settings.base_url)
+            if dead is not None:
+                raise dead
         base = _base_figures(run_id, run_date, started, stages, batch, distinct, fetched)
+        base["budget"] = _budget_figures(budget, settings)
+        base["notes"] = notes
         if "publish" in stages:
-            base["outputs"] = publish(
-                Path(settings.output_dir),
-                run_date,
-                batch,
-                caches,
-                fetched.plan,
-                recommendations=settings.recommendations,
-            )
+            try:
+                base["outputs"] = publish(
+                    storage.output,
+                    run_date,
+                    batch,
+                    caches,
+                    fetched.plan,
+                    recommendations=settings.recommendations,
+                    failed_spotify_ids=set(fetched.resolve.failed),
+                    failed_reccobeats_ids=set(fetched.features.failed),
+                    force=settings.force_publish,
+                )
+            except OSError as exc:  # disk full, permissions, I/O error: one line, exit 8
+                failed = _write_failed(exc, base, settings, api, caches, storage, t0)
+                raise failed from None
+            base["pending"] = base["outputs"]["track_status"].get("pending", 0)
+        base["pending_playlists"] = fetched.recommendations.pending_playlists
+        if budget.reached is not None and base["status"] == "ok":
+            base["status"], base["exit_code"] = "budget_reached", EXIT_BUDGET_REACHED
+            log.warning(
+                "run %s: %s reached after %d requests; %s rows and %d playlists' "
+                "recommendations pending for the next run",
+                run_id, budget.reached, budget.spent, base.get("pending", "?"),
+                base["pending_playlists"],
+            )  # fmt: skip
         figures = build_report(
             base=base,
             settings=settings,
@@ -122,32 +194,131 @@ def run_job(
             api_wall_s=api.wall_s,
         )
         figures["timeline"] = api.metrics.timeline()
-        path = write_report(figures, Path(settings.output_dir))
+        ops = storage.object_store_ops()
+        if ops is not None:
+            figures["object_store"] = ops  # list/get/put/delete per root, up to the report
+        try:
+            path = write_report(figures, storage.output)
+        except OSError as exc:
+            raise OutputError(
+                f"published, but cannot write the run report under {storage.output}: "
+                f"{exc.strerror or exc}"
+            ) from None
         figures["report_path"] = str(path)
     return RunReport(run_id, run_date, base["status"], base["exit_code"], path, figures)
 
 
-def _check_call(settings: Settings, stages: Collection[str], dry_run: bool) -> None:
+def _open_storage(settings: Settings) -> RunStorage:
+    """The run's input, output and state roots (local dirs or object-store prefixes)."""
+    cfg = storage_config(settings)
+    try:
+        return RunStorage.open(
+            cfg.input, cfg.output_dir, cfg.state_dir, s3_endpoint_url=cfg.s3_endpoint_url
+        )
+    except ValueError as exc:
+        raise ConfigError(f"setting 'state_dir'/'output_dir'/'input': {exc}") from None
+
+
+def _lock(
+    storage: RunStorage, cfg: StorageConfig, clock: Clock, stop: threading.Event | None
+) -> AbstractContextManager[Any]:
+    return lock_state_dir(
+        storage.state,
+        lock_wait_s=cfg.lock_wait_s,
+        lease_s=cfg.lock_lease_s,
+        clock=clock,
+        stop=stop,
+    )
+
+
+def _check_call(
+    settings: Settings, stages: Collection[str], dry_run: bool, storage: RunStorage
+) -> None:
     unknown = set(stages) - set(STAGES)
     if unknown or not stages:
         raise ConfigError(f"setting 'stages': unknown {sorted(unknown)}; choose from {STAGES}")
     if settings.input is None:
         raise ConfigError("setting 'input': no input given (--input or RECCOBEATS_INPUT)")
+    check_disjoint(settings.input, settings.output_dir, settings.state_dir)
+    state_links = symlinks_below(settings.state_dir)
+    if state_links:  # before the lock: taking it opens <state>/.lock for writing
+        raise StateError(describe_links(state_links, "state"))
     if not dry_run:
-        check_output_dir(Path(settings.output_dir))  # before any request, not at publish
-        sweep_stale_temp_files(Path(settings.output_dir))
+        output_links = symlinks_below(settings.output_dir)
+        if output_links:
+            raise ConfigError(f"setting 'output_dir': {describe_links(output_links, 'output')}")
+        check_output_dir(storage.output)  # before any request, not at publish
+        sweep_stale_temp_files(storage.output)
 
 
-def _read(settings: Settings, run_date: date) -> InputBatch:
-    """The input, or ``InputError`` when not one row has a usable ID (rejects still written)."""
-    batch = read_input(Path(settings.input or ""), settings.id_column)
+def _read(settings: Settings, run_date: date, storage: RunStorage, write: bool) -> InputBatch:
+    """The input, or ``InputError`` when not one row has a usable ID (rejects written,
+    except by a dry run, which writes nothing)."""
+    batch = read_input(storage.input or Path(""), settings.id_column)
+    if settings.recommendations:
+        check_playlist_column(batch.schema)  # before the first request, not after the budget
     if batch.rows.empty:
-        kept = write_rejects(batch.rejects, Path(settings.output_dir), run_date)
+        where = (
+            f"reasons in {write_rejects(batch.rejects, storage.output, run_date)}"
+            if write
+            else f"first reason: {batch.rejects['reason'].iloc[0] if len(batch.rejects) else '-'}"
+        )
         raise InputError(
             f"no valid track IDs in {settings.input}: all {len(batch.rejects)} rows rejected "
-            f"(reasons in {kept})"
+            f"({where})"
         )
     return batch
+
+
+def _write_figures(
+    base: dict[str, Any],
+    settings: Settings,
+    api: ApiResources,
+    caches: Caches,
+    storage: RunStorage,
+    wall_s: float,
+) -> Path | str:
+    """Write the report of a run that ends early (interrupted); its path."""
+    figures = build_report(
+        base=base,
+        settings=settings,
+        metrics=api.metrics.snapshot(),
+        limiter=api.limiter.stats(),
+        caches=caches.hit_counts(),
+        wall_s=wall_s,
+        api_wall_s=wall_s,
+    )
+    return write_report(figures, storage.output)
+
+
+def _write_failed(
+    exc: OSError,
+    base: dict[str, Any],
+    settings: Settings,
+    api: ApiResources,
+    caches: Caches,
+    storage: RunStorage,
+    t0: float,
+) -> OutputError:
+    """The one-line ``OutputError`` for an OS error while publishing, after writing the run
+    report (status ``write_failed``) if the output dir still takes it (issue 11, class 3)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    message = (
+        f"cannot write the output{where}: {exc.strerror or exc}; the previous partition of "
+        "the date stays published and every answer is saved in the state dir, so a re-run "
+        "publishes without asking the API again"
+    )
+    failures = dict(base.get("failures", {}))
+    failures["messages"] = [message, *failures.get("messages", [])]
+    failures["count"] = int(failures.get("count", 0)) + 1
+    base = {**base, "status": "write_failed", "exit_code": EXIT_OUTPUT, "failures": failures}
+    try:
+        path = _write_figures(base, settings, api, caches, storage, time.monotonic() - t0)
+        message += f" (report: {path})"
+    except OSError as again:
+        message += f" (the run report could not be written either: {again.strerror or again})"
+    log.error("%s", message)
+    return OutputError(message)
 
 
 class ApiResources:
@@ -160,7 +331,7 @@ class ApiResources:
     def __init__(
         self,
         settings: Settings,
-        state_dir: Path,
+        state_dir: Storage,
         stop: threading.Event,
         clock: Clock,
     ) -> None:
@@ -169,12 +340,17 @@ class ApiResources:
         self._clock = clock
         self.stop = stop
         # Shared budget (issue 13): the limiter's state in Redis; unreachable -> exit 6 here.
-        self.budget = open_shared_budget(settings, stop)
+        self.shared_budget = open_shared_budget(settings, stop)
         learned = load_learned_rate(state_dir) if settings.adaptive else None
-        if self.budget is not None and settings.adaptive:
-            learned = self.budget.learned().rate or learned  # what every process learned
+        conc = load_learned_concurrency(state_dir) if settings.adaptive_concurrency else None
+        if self.shared_budget is not None and settings.adaptive:
+            learned = self.shared_budget.learned().rate or learned  # what every process learned
         self.limiter = RateLimiter(
-            limiter_config(settings), stop=stop, initial_rate=learned, backend=self.budget
+            limiter_config(settings),
+            stop=stop,
+            initial_rate=learned,
+            initial_concurrency=conc,
+            backend=self.shared_budget,
         )
         self.metrics = RequestMetrics()
         self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
@@ -187,10 +363,13 @@ class ApiResources:
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.monotonic() - self._t0
         self.client.close()
-        if self.budget is not None:
-            self.budget.close()
+        if self.shared_budget is not None:
+            self.shared_budget.close()
         if self._settings.adaptive:
-            save_learned_rate(self._state_dir, self.limiter.effective_rate, self._clock())
+            conc = self.limiter.concurrency_limit if self._settings.adaptive_concurrency else None
+            save_learned_rate(
+                self._state_dir, self.limiter.effective_rate, self._clock(), concurrency=conc
+            )
 
 
 @dataclass
@@ -205,7 +384,14 @@ class _Fetched:
         return self.resolve.errors + self.features.errors + self.recommendations.errors
 
 
-def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageContext) -> _Fetched:
+def _fetch(
+    stages: set[str],
+    batch: InputBatch,
+    distinct: list[str],
+    ctx: StageContext,
+    *,
+    offline: bool = False,
+) -> _Fetched:
     """Resolve -> features -> recommendations, each only if asked for (``publish``: all).
 
     The stages asked for run together on one pool (``run_stages``): a stage downstream starts
@@ -213,14 +399,16 @@ def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageC
     asked for works only from what the state dir already holds, so separate Airflow tasks
     make the same requests as one run.
     """
-    if "publish" in stages:
+    if offline:
+        stages = set()  # publish from the state only: no fetch stage, no request
+    elif "publish" in stages:
         stages = stages | {"resolve", "features", "recommendations"}
     config = ctx.config
     res = ResolveWork(distinct, ctx) if "resolve" in stages else None
     upstream = set(res.ask) if res is not None else set()
     before = resolved_ids(ctx.caches, distinct)
     before = before[~before["spotify_id"].isin(upstream)]
-    works: list[StageWork[Any, Any]] = []
+    works: list[StageWork[Any, Any]] = []  # most downstream first: rows complete first
     feat = None
     if "features" in stages:
         feat = FeaturesWork(ctx)
@@ -236,11 +424,15 @@ def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageC
             res.listeners.append(recs.on_resolved)
         works.append(recs)
     if res is not None:
-        works.append(res)
+        if config.rows_first:
+            works.append(res)
+        else:
+            works.insert(0, res)  # stage_by_stage: resolve everything before anything else
     run_stages(works, ctx)
     if feat is not None:
         feat.log_plan()
     if recs is not None:
+        recs.settle()
         recs.log_summary()
     resolved = resolved_ids(ctx.caches, distinct)
     plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), config)
@@ -250,6 +442,23 @@ def _fetch(stages: set[str], batch: InputBatch, distinct: list[str], ctx: StageC
         recs.out if recs is not None else RecommendOutcome(),
         plan,
     )
+
+
+def _planned_requests(
+    batch: InputBatch, distinct: list[str], caches: Caches, config: StageConfig
+) -> int:
+    """The dry-run plan's upper bound of calls: the total of the ``requests`` bar."""
+    return sum(plan_figures(batch.rows, distinct, caches, config)["calls_at_most"].values())
+
+
+def _budget_figures(budget: RunBudget, settings: Settings) -> dict[str, Any]:
+    return {
+        "max_requests": settings.max_requests,
+        "time_budget_s": settings.time_budget,
+        "reached": budget.reached,
+        "requests_spent": budget.spent,
+        "work_order": settings.work_order,
+    }
 
 
 def _base_figures(
@@ -308,8 +517,19 @@ def _dry_run(
     distinct: list[str],
     caches: Caches,
 ) -> RunReport:
-    """The plan without a request: what is known, what each endpoint will be asked, ETA."""
+    """The plan without a request: calls per endpoint, the ETA, and the runs a budget needs.
+
+    The ETA is rate-bound: calls over the rate each endpoint's limits allow (the learned
+    rate when the state holds one and it is lower), as ``floor_seconds`` computes it.
+    """
     plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
+    expected = plan["calls_expected"]
+    total = sum(expected.values())
+    eta_s = floor_seconds(expected, settings, _learned_rate_per_min(settings))
+    runs = runs_needed(total, eta_s, settings.max_requests, settings.time_budget)
+    tonight = total if settings.max_requests is None else min(total, settings.max_requests)
+    if settings.time_budget:
+        tonight = min(tonight, math.floor(total * settings.time_budget / eta_s) if eta_s else total)
     figures = {
         "run_id": run_id,
         "run_date": run_date.isoformat(),
@@ -318,8 +538,35 @@ def _dry_run(
         "ids": plan["ids"],
         "plan": {
             "calls_at_most": plan["calls_at_most"],
-            "eta_s": round(floor_seconds(plan["calls_at_most"], settings), 1),
+            "calls_expected": expected,
+            "found_ratio": plan["found_ratio"],
+            "eta_s": round(eta_s, 1),
             "rate_limit_per_min": settings.rate_limit,
+            "budget": {
+                "max_requests": settings.max_requests,
+                "time_budget_s": settings.time_budget,
+            },
+            "runs_needed": runs,
+            "calls_tonight": tonight,
+            **binding_limit(
+                limiter_config(settings),
+                rate_per_window=_learned_rate_per_window(settings),
+                endpoints=[ep for ep, n in expected.items() if n],
+            ),
         },
     }
     return RunReport(run_id, run_date, "dry_run", EXIT_OK, None, figures)
+
+
+def _learned_rate_per_window(settings: Settings) -> float | None:
+    per_min = _learned_rate_per_min(settings)
+    return None if per_min is None else per_min * settings.window_s / 60.0
+
+
+def _learned_rate_per_min(settings: Settings) -> float | None:
+    if not settings.adaptive:
+        return None
+    learned = load_learned_rate(Path(settings.state_dir))  # per window
+    if learned is None:
+        return None
+    return min(settings.rate_limit, learned * 60.0 / settings.window_s)

@@ -19,7 +19,11 @@
 #                         then exits 124. Without it a hung run holds the lock for good and
 #                         every later night exits 75.
 #   plus every RECCOBEATS_* setting the job reads (RECCOBEATS_INPUT, RECCOBEATS_OUTPUT_DIR, ...).
-# Relative paths are relative to the repository root (the wrapper cd's there).
+# Relative paths are relative to the repository root (the wrapper cd's there); in a copy
+# written by `reccobeats-etl cron-wrapper PATH` they are relative to cron's start directory.
+#
+# --dry-run: prints the plan (IDs new/known, calls per endpoint, ETA) on the terminal and
+# exits; no lock is taken and no log file is written.
 #
 # Exit codes: the job's (0 ok, 2 bad input/config, 3 partial, 4 state locked, 5 state dir,
 # 130 cancelled), 75 (EX_TEMPFAIL) when another run of this wrapper holds the lock, 124 when
@@ -28,8 +32,18 @@ set -euo pipefail
 
 readonly EXIT_ALREADY_RUNNING=75
 
+# Filled in by `reccobeats-etl cron-wrapper PATH` (a copy for a pip-installed package): the
+# interpreter of that installation. Empty in the repository's own copy.
+installed_python=""
+
+# In the repository (jobs/cron/run_nightly.sh) relative paths are relative to its root; a copy
+# installed elsewhere stays in the directory cron starts it in (use absolute paths there).
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$repo_root"
+if [[ -z "$installed_python" && -f "$repo_root/jobs/nightly_enrich.py" ]]; then
+    cd "$repo_root"
+else
+    repo_root=""
+fi
 
 state_dir="${RECCOBEATS_STATE_DIR:-data/state}"
 log_dir="${RECCOBEATS_LOG_DIR:-data/logs}"
@@ -37,28 +51,33 @@ log_dir="${RECCOBEATS_LOG_DIR:-data/logs}"
 # The run date is decided once, here, and passed to the job, so the log name and the partition
 # can never disagree (a run started at 23:59:59 UTC would otherwise straddle two dates).
 run_date=""
+dry_run=0
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
         --date) run_date="${args[i + 1]:-}" ;;
         --date=*) run_date="${args[i]#--date=}" ;;
+        --dry-run) dry_run=1 ;;
     esac
 done
 if [[ -z "$run_date" ]]; then
     run_date="$(date -u +%F)"
     args=(--date "$run_date" "${args[@]}")
 fi
-if [[ ! "$run_date" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]]; then
-    echo "run_nightly: --date must be YYYY-MM-DD, got '$run_date'" >&2
+# A real calendar date, checked before anything is created: 2026-13-45 must not leave a
+# nightly-2026-13-45.log behind (date(1) normalises nothing when asked for the same format).
+if [[ ! "$run_date" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]] ||
+    [[ "$(date -u -d "$run_date" +%F 2>/dev/null)" != "$run_date" ]]; then
+    echo "run_nightly: --date must be a real date YYYY-MM-DD, got '$run_date'" >&2
     exit 2
 fi
 
 if [[ -n "${RECCOBEATS_JOB_CMD:-}" ]]; then
     read -r -a job_cmd <<<"$RECCOBEATS_JOB_CMD"
 else
-    python="${PYTHON:-}"
+    python="${PYTHON:-$installed_python}"
     if [[ -z "$python" ]]; then
-        if [[ -x "$repo_root/.venv/bin/python" ]]; then
+        if [[ -n "$repo_root" && -x "$repo_root/.venv/bin/python" ]]; then
             python="$repo_root/.venv/bin/python"
         else
             python="python3"
@@ -67,9 +86,25 @@ else
     job_cmd=("$python" -m jobs.nightly_enrich)
 fi
 
+if [[ -n "${RECCOBEATS_TIMEOUT:-}" && -z "${RECCOBEATS_TIME_BUDGET:-}" ]]; then
+    # The job stops itself at 90 % of the timeout (time budget: state saved, the partition
+    # published with the rest pending, exit 10) instead of being killed by timeout(1).
+    if budget_s=$(awk -v t="$RECCOBEATS_TIMEOUT" 'BEGIN {
+            n = t + 0; u = substr(t, length(t)); m = 1
+            if (u == "m") m = 60; else if (u == "h") m = 3600; else if (u == "d") m = 86400
+            if (n <= 0) exit 1; printf "%d", n * m * 0.9 }'); then
+        export RECCOBEATS_TIME_BUDGET="$budget_s"
+    fi
+fi
+
 if [[ -n "${RECCOBEATS_TIMEOUT:-}" ]]; then
     # --kill-after: a job that ignores SIGTERM for 5 more minutes is killed for good.
     job_cmd=(timeout --signal=TERM --kill-after=5m "$RECCOBEATS_TIMEOUT" "${job_cmd[@]}")
+fi
+
+# A dry run makes no request and writes nothing: no lock, no log file, the plan on stdout.
+if ((dry_run)); then
+    exec "${job_cmd[@]}" "${args[@]}"
 fi
 
 mkdir -p "$state_dir" "$log_dir"
@@ -100,7 +135,11 @@ else
 fi
 
 echo "=== $(stamp) end run_date=$run_date exit=$rc" >>"$log_file"
-if ((rc != 0)); then
+if ((rc == 10)); then
+    # Not a failure: the time/request budget ran out, the partition is published with the
+    # rest "pending", and the next run continues (state keeps every answer).
+    echo "run_nightly: $run_date: budget reached, more to do next run; log: $log_file" >&2
+elif ((rc != 0)); then
     echo "run_nightly: job for $run_date exited $rc; log: $log_file" >&2
 fi
 exit "$rc"

@@ -17,7 +17,9 @@ from pipeline.api.fields import FEATURE_COLUMNS
 from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 
 #: Per-track outcome in the tracks dataset.
-STATUSES = ("ok", "not_found", "no_features", "failed")
+#: ``pending``: not fetched yet (a run stopped by its budget, or a stage not run); the next
+#: run asks for it. ``failed``: asked this run and failed after every retry.
+STATUSES = ("ok", "not_found", "no_features", "pending", "failed")
 
 ARTISTS_TYPE = pa.list_(pa.string())
 

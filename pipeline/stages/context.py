@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pipeline.api.client import ReccoBeatsClient
 from pipeline.config import StageConfig
 from pipeline.errors import Cancelled
+from pipeline.stages.budget import RunBudget
 from pipeline.state.caches import Caches
 
 
@@ -25,6 +26,11 @@ class StageContext:
     #: it is set, and every wait of the stages ends at once.
     stop: threading.Event = field(default_factory=threading.Event)
     progress: bool = False
+    #: The run's request/time budget (``None``: unlimited).
+    run_budget: RunBudget | None = None
+    #: Upper bound of the requests this run makes (the dry-run plan): the ``requests`` bar's
+    #: total, so its ETA means something (``None``: unknown, no total shown).
+    planned_requests: int | None = None
 
     def pause(self, seconds: float, why: str) -> None:
         """Wait ``seconds`` unless the run is stopped first (then ``Cancelled``)."""

@@ -8,8 +8,8 @@ Nothing here asks the API: publish reads only the registry and the caches.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,15 +18,26 @@ import pandas as pd
 from pipeline.api.fields import FEATURE_COLUMNS
 from pipeline.io.reader import InputBatch
 from pipeline.io.schemas import RECOMMENDATION_SCHEMA, tracks_schema
-from pipeline.io.writer import write_partition, write_rejects
+from pipeline.io.writer import Output, published_ok_ids, write_partition, write_rejects
 from pipeline.stages.recommend import SeedChunk, assemble_recommendations
 from pipeline.state.caches import Caches
 
 log = logging.getLogger(__name__)
 
 
-def enrich_rows(rows: pd.DataFrame, caches: Caches, spotify_ids: list[str]) -> pd.DataFrame:
-    """One output row per valid input row: registry + track metadata + features, joined."""
+def enrich_rows(
+    rows: pd.DataFrame,
+    caches: Caches,
+    spotify_ids: list[str],
+    failed_spotify_ids: Collection[str] = (),
+    failed_reccobeats_ids: Collection[str] = (),
+) -> pd.DataFrame:
+    """One output row per valid input row: registry + track metadata + features, joined.
+
+    A row whose answer is not in the state is ``failed`` when this run asked for it and the
+    request failed after its retries, and ``pending`` when it was not asked yet (a run stopped
+    by its budget): the next run asks for it either way, but only ``failed`` is a fault.
+    """
     reg = caches.registry.known(spotify_ids, count=False)[["spotify_id", "reccobeats_id", "status"]]
     reg = reg.rename(columns={"status": "_reg"})
     rids = reg.loc[reg["_reg"] == "found", "reccobeats_id"].tolist()
@@ -45,24 +56,63 @@ def enrich_rows(rows: pd.DataFrame, caches: Caches, spotify_ids: list[str]) -> p
             out["_feat"].eq("missing").fillna(False),
         ],
         ["not_found", "ok", "no_features"],
-        default="failed",
+        default="pending",
     )
+    failed = out["spotify_id"].isin(failed_spotify_ids) | out["reccobeats_id"].isin(
+        failed_reccobeats_ids
+    )
+    out.loc[failed & out["status"].eq("pending"), "status"] = "failed"
     out.loc[out["_reg"].ne("found").fillna(True), "reccobeats_id"] = None
     return out.drop(columns=["_reg", "_feat"]).sort_values("row_number", kind="stable")
 
 
 def publish(
-    output_dir: Path,
+    output_dir: Output,
     run_date: date,
     batch: InputBatch,
     caches: Caches,
     plan: list[SeedChunk],
     *,
     recommendations: bool,
+    failed_spotify_ids: Collection[str] = (),
+    failed_reccobeats_ids: Collection[str] = (),
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Write the tracks (and recommendations) partitions and the rejects; their figures."""
+    """Write the tracks (and recommendations) partitions and the rejects; their figures.
+
+    The published partitions are kept, unless ``force`` (setting ``force_publish``,
+    ``--force``), when this run would turn rows that are ``ok`` there into ``failed`` or
+    ``pending`` ones: re-running a good date while the API is down must not replace
+    enriched rows with failed ones. (A smaller or different input is no regression: rows
+    only need to stay as enriched as they were.) The figures then say what was kept.
+    """
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
-    tracks = enrich_rows(batch.rows, caches, distinct)
+    tracks = enrich_rows(batch.rows, caches, distinct, failed_spotify_ids, failed_reccobeats_ids)
+    counts = tracks["status"].value_counts().to_dict()
+    status_counts = {k: int(v) for k, v in counts.items()}
+    published_ok = published_ok_ids(output_dir, run_date)
+    worse = tracks["status"].isin(["failed", "pending"]) & tracks["spotify_id"].isin(
+        published_ok or ()
+    )
+    if published_ok and worse.any() and not force:
+        log.warning(
+            "publish %s: kept the published partitions: this run would turn %d rows that are "
+            "ok there into failed/pending (--force to replace them)",
+            run_date, int(worse.sum()),
+        )  # fmt: skip
+        rejects = str(write_rejects(batch.rejects, output_dir, run_date))
+        return {
+            "paths": {"rejects": rejects},
+            "track_status": status_counts,
+            "kept": {
+                "datasets": ["tracks", "recommendations"],
+                "ids_ok_published": len(published_ok),
+                "rows_ok_this_run": status_counts.get("ok", 0),
+                "rows_that_would_regress": int(worse.sum()),
+                "reason": "rows ok in the published partition would become failed/pending; "
+                "--force (force_publish) replaces it",
+            },
+        }
     paths = {
         "tracks": str(
             write_partition(tracks, output_dir, "tracks", run_date, tracks_schema(batch.schema))
@@ -74,6 +124,5 @@ def publish(
             write_partition(recs, output_dir, "recommendations", run_date, RECOMMENDATION_SCHEMA)
         )
     paths["rejects"] = str(write_rejects(batch.rejects, output_dir, run_date))
-    counts = tracks["status"].value_counts().to_dict()
     log.info("published %s: %s", run_date, counts)
-    return {"paths": paths, "track_status": {k: int(v) for k, v in counts.items()}}
+    return {"paths": paths, "track_status": status_counts}

@@ -27,6 +27,7 @@ from pipeline.state.rows_from_records import recommendation_rows
 log = logging.getLogger(__name__)
 
 ALL_TRACKS = "__all__"  # group name when the input has no playlist_id column
+# (only then: with a playlist_id column every group is a user value, so it cannot collide)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class RecommendOutcome:
     asked: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Playlists whose recommendations a budget left for the next run.
+    pending_playlists: int = 0
 
 
 def request_key(seeds: tuple[str, ...], size: int) -> str:
@@ -181,6 +184,11 @@ class RecommendWork(StageWork[SeedChunk, int]):
         self.out.errors.append(str(error))
         log.warning("recommendations: seeds %s failed: %s", ",".join(chunk.seeds), error)
 
+    def settle(self) -> None:
+        """After the run: count the playlists a budget stop left unasked."""
+        unplanned = sum(1 for n in self._waiting_for if n > 0)
+        self.out.pending_playlists = unplanned + len({c.playlist_id for c in self._queue})
+
     def log_summary(self) -> None:
         out = self.out
         log.info(
@@ -243,5 +251,8 @@ def assemble_recommendations(
         kind="stable",
     )
     ranked["rank"] = ranked.groupby("playlist_id").cumcount() + 1
-    ranked["playlist_id"] = ranked["playlist_id"].where(ranked["playlist_id"] != ALL_TRACKS, None)
+    if "playlist_id" not in rows.columns:
+        # Decided by the input's columns, never by value: a user playlist named like the
+        # internal group name keeps its ID.
+        ranked["playlist_id"] = None
     return ranked[columns].reset_index(drop=True)

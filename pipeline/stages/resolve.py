@@ -3,8 +3,11 @@
 Only IDs the registry does not know within TTL are asked (plus found ones whose track
 metadata has expired from the tracks cache). Each chunk's answer is recorded at once:
 returned IDs are *found* (their metadata goes to the tracks cache), asked-but-absent IDs are
-*missing*. A chunk answered 400 is bisected until the offending IDs are isolated; a chunk that
-fails after retries leaves its IDs unrecorded (``failed``) so the next run asks again.
+*missing*, and only from such a well-formed answer. A chunk the API rejects with its own
+validation 400 is bisected until the offending IDs are isolated, within a request budget and
+only while some part of the chunk gets answered (``bisect.py``); a chunk that fails after
+retries, or whose rejection is not the API's own, leaves its IDs unrecorded (``failed``) so
+the next run asks again.
 """
 
 from __future__ import annotations
@@ -13,19 +16,31 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.api.client import ReccoBeatsClient
 from pipeline.errors import APIError, ClientRequestError
+from pipeline.stages.bisect import (
+    Bisector,
+    ChunkBudget,
+    is_validation_rejection,
+    rejects_everything,
+)
 from pipeline.stages.context import StageContext
 from pipeline.stages.runner import StageTally, StageWork, chunked, run_stages
 from pipeline.state.caches import Caches
 from pipeline.state.rows_from_records import tracks_frame
 
+if TYPE_CHECKING:
+    from pipeline.api.client import Batch
+    from pipeline.api.records import Track
+
 log = logging.getLogger(__name__)
 
-HTTP_BAD_REQUEST = 400
+MALFORMED_REASON = "the batch held malformed records, so their absence proves nothing"
+BUDGET_REASON = "the 400-bisection's request budget ran out before they were isolated"
 
 
 @dataclass
@@ -85,6 +100,7 @@ class ResolveWork(StageWork[list[str], "ChunkAnswer"]):
         self._queue = deque(chunked(self.ask, ctx.config.chunk_size))
         self.planned = len(self._queue)
         self.max_in_progress = ctx.config.chunk_concurrency
+        self._bisector = Bisector()  # run-wide: once the API rejects everything, stop halving
         #: called with (found spotify_id -> reccobeats_id, every Spotify ID of the chunk)
         self.listeners: list[Callable[[dict[str, str], list[str]], None]] = []
         if self.ask:
@@ -102,7 +118,7 @@ class ResolveWork(StageWork[list[str], "ChunkAnswer"]):
         return self._queue.popleft() if self._queue else None
 
     def run(self, chunk: list[str]) -> ChunkAnswer:
-        return _resolve_chunk(chunk, self.ctx.client, self.ctx.caches)
+        return resolve_chunk(chunk, self.ctx.client, self.ctx.caches, self._bisector)
 
     def record(self, chunk: list[str], answer: ChunkAnswer) -> None:
         out = self.out
@@ -113,8 +129,8 @@ class ResolveWork(StageWork[list[str], "ChunkAnswer"]):
         if answer.unsure:
             out.failed.extend(answer.unsure)
             out.errors.append(
-                f"{len(answer.unsure)} IDs left unresolved: the batch held malformed "
-                "records, so their absence proves nothing (asked again next run)"
+                f"{len(answer.unsure)} IDs left unresolved: {answer.unsure_reason} "
+                "(asked again next run)"
             )
         self._tell(answer.found, chunk)
 
@@ -134,31 +150,75 @@ class ChunkAnswer:
     found: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # the API answered 400 for these alone
-    unsure: list[str] = field(default_factory=list)  # absent from a batch with broken records
+    unsure: list[str] = field(default_factory=list)  # not recorded: absence proves nothing
+    unsure_reason: str = MALFORMED_REASON
+    answered: int = 0  # sub-requests the API answered (200): a bisection's sanity check
 
     def __iadd__(self, other: ChunkAnswer) -> ChunkAnswer:
         self.found.update(other.found)
         self.missing += other.missing
         self.rejected += other.rejected
-        self.unsure += other.unsure
+        if other.unsure:
+            self.unsure += other.unsure
+            self.unsure_reason = other.unsure_reason
+        self.answered += other.answered
         return self
 
 
-def _resolve_chunk(chunk: list[str], client: ReccoBeatsClient, caches: Caches) -> ChunkAnswer:
-    """Ask one chunk; bisect on 400 so one bad ID cannot sink its neighbours."""
+def resolve_chunk(
+    chunk: list[str], client: ReccoBeatsClient, caches: Caches, bisector: Bisector | None = None
+) -> ChunkAnswer:
+    """Ask one chunk; on the API's own 400 bisect (``bisect.py``) so one bad ID cannot sink
+    its neighbours, and record "missing" only from well-formed answers."""
     try:
-        tracks = client.get_tracks(chunk)
+        return _record(chunk, client.get_tracks(chunk), caches)
     except ClientRequestError as exc:
-        if exc.http_status != HTTP_BAD_REQUEST:
-            raise  # e.g. 4042 wrong path: nothing to isolate, the whole stage is misconfigured
-        if len(chunk) == 1:
-            log.warning("resolve: the API rejects ID %s (400); recorded as missing", chunk[0])
-            caches.registry.record_missing(chunk)
-            return ChunkAnswer(rejected=list(chunk))
-        mid = len(chunk) // 2
-        answer = _resolve_chunk(chunk[:mid], client, caches)
-        answer += _resolve_chunk(chunk[mid:], client, caches)
-        return answer
+        if not is_validation_rejection(exc):
+            raise  # not the API's verdict on these IDs (or 4042 wrong path): fail the chunk
+        first = exc
+    bisector = bisector or Bisector()
+    if bisector.gave_up is not None or len(chunk) == 1:
+        raise rejects_everything(len(chunk), first)
+    answer, rejected = _bisect(chunk, client, caches, ChunkBudget(len(chunk)), bisector)
+    if answer.answered == 0:
+        error = rejects_everything(len(chunk), first)
+        bisector.give_up(error)
+        raise error
+    if rejected:
+        log.warning("resolve: the API rejects IDs %s (400); recorded as missing", rejected)
+        caches.registry.record_missing(rejected)
+        answer.rejected += rejected
+    return answer
+
+
+def _bisect(
+    chunk: list[str], client: ReccoBeatsClient, caches: Caches, budget: ChunkBudget,
+    bisector: Bisector,
+) -> tuple[ChunkAnswer, list[str]]:  # fmt: skip
+    """Halve ``chunk`` (already rejected as a whole); the answers and the lone rejected IDs
+    (not recorded yet: only a chunk with some answered part may record them)."""
+    answer, rejected = ChunkAnswer(), []
+    mid = len(chunk) // 2
+    for half in (chunk[:mid], chunk[mid:]):
+        if bisector.gave_up is not None or not budget.spend():
+            answer += ChunkAnswer(unsure=list(half), unsure_reason=BUDGET_REASON)
+            continue
+        try:
+            answer += _record(half, client.get_tracks(half), caches)
+        except ClientRequestError as exc:
+            if not is_validation_rejection(exc):
+                raise
+            if len(half) == 1:
+                rejected += half
+                continue
+            sub, sub_rejected = _bisect(half, client, caches, budget, bisector)
+            answer += sub
+            rejected += sub_rejected
+    return answer, rejected
+
+
+def _record(chunk: list[str], tracks: Batch[Track], caches: Caches) -> ChunkAnswer:
+    """Record one well-formed batch answer: returned IDs found, absent ones missing."""
     asked = set(chunk)
     mine = [t for t in tracks if t.spotify_id in asked]
     found = {t.spotify_id: t.reccobeats_id for t in mine}
@@ -169,6 +229,6 @@ def _resolve_chunk(chunk: list[str], client: ReccoBeatsClient, caches: Caches) -
     if tracks.bad_items:
         # One of the absent IDs may be the broken record: "not found" would be a guess that
         # sticks for 14 days. Leave them unrecorded; the next run asks again.
-        return ChunkAnswer(found=found, unsure=absent)
+        return ChunkAnswer(found=found, unsure=absent, answered=1)
     caches.registry.record_missing(absent)
-    return ChunkAnswer(found=found, missing=absent)
+    return ChunkAnswer(found=found, missing=absent, answered=1)

@@ -22,9 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tqdm import tqdm
-
-from pipeline.errors import APIError, Cancelled
+from pipeline.errors import APIError, Cancelled, TransportError
+from pipeline.stages.progress import RunProgress
 
 if TYPE_CHECKING:
     from pipeline.stages.context import StageContext
@@ -108,28 +107,35 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
     """
     if all(w.done for w in works):
         return  # nothing to ask: no pool, no bars, no checkpoint
-    stop = ctx.stop
+    stop, budget = ctx.stop, ctx.run_budget
     pool_size = max(1, ctx.config.pool_size)
     cadence = SaveCadence(ctx.config.checkpoint_every_chunks, ctx.caches.journal_all)
-    bars = {
-        id(w): tqdm(total=w.planned, desc=w.desc, unit="chunk", disable=not ctx.progress)
-        for w in works
-    }
+    bars = RunProgress(
+        works,
+        enabled=ctx.progress,
+        planned_requests=ctx.planned_requests,
+        attempts=lambda: ctx.client.metrics.attempts,
+    )
     pending: dict[Future[Any], tuple[StageWork[Any, Any], Any]] = {}
     in_progress = {id(w): 0 for w in works}
     cancelled: Cancelled | None = None
+    unreachable = False
     failure: BaseException | None = None
     try:
         with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="stage") as pool:
 
             def fill() -> None:
                 while len(pending) < pool_size and not stop.is_set():
+                    if budget is not None and not budget.allows_start():
+                        return  # budget spent: what runs finishes, nothing new starts
                     for work in works:
                         cap = work.max_in_progress or pool_size
                         if in_progress[id(work)] >= cap:
                             continue
                         chunk = work.take()
                         if chunk is not None:
+                            if budget is not None:
+                                budget.started()
                             work.outstanding += 1
                             in_progress[id(work)] += 1
                             pending[pool.submit(work.run, chunk)] = (work, chunk)
@@ -139,7 +145,13 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
 
             fill()
             while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                left = budget.seconds_left() if budget and not stop.is_set() else None
+                finished, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                if not finished:  # the time budget ran out: every wait ends now
+                    assert budget is not None
+                    budget.expire()
+                    stop.set()
+                    continue
                 for fut in finished:
                     work, chunk = pending.pop(fut)
                     in_progress[id(work)] -= 1
@@ -151,22 +163,30 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                             work.record(chunk, fut.result())
                         elif isinstance(exc, APIError):
                             work.fail(chunk, exc)
+                            if isinstance(exc, TransportError) and not ctx.client.metrics.answered:
+                                # Nothing has answered this run: a wrong URL or the API down.
+                                # Stop now (the caller raises NothingFetchedError, exit 7).
+                                unreachable = True
+                                stop.set()
                         else:
                             failure = failure or exc
                     finally:
                         work.outstanding -= 1
                     cadence.tick()
-                    bar = bars[id(work)]
-                    bar.total = max(work.planned, bar.n + 1)
-                    bar.update(1)
+                    bars.chunk_done(work, failed=isinstance(exc, APIError))
                 if cancelled is None and failure is None:
                     fill()
     finally:
-        for bar in bars.values():
-            bar.close()
+        bars.close()
         ctx.caches.checkpoint_all()
     if failure is not None:
         raise failure
+    if unreachable:
+        return  # nothing answered: the caller says so (NothingFetchedError), publishes nothing
+    if budget is not None and budget.reached is not None:
+        if all(w.done for w in works) and cancelled is None:
+            budget.clear()  # the budget ran out exactly with the work
+        return  # a budget stop is a clean end: the caller publishes what it has
     if cancelled is not None:
         raise cancelled
     if stop.is_set():

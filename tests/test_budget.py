@@ -1,0 +1,162 @@
+"""Request and time budgets: spend at most that, publish with the rest ``pending``, continue."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import deque
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pipeline import load_enriched, load_settings, run_job
+from pipeline.clock import parse_duration
+from pipeline.errors import EXIT_BUDGET_REACHED
+from pipeline.simulator import SimulatorServer
+from pipeline.stages.budget import RunBudget
+from pipeline.stages.runner import StageWork, run_stages
+from tests.conftest import job_settings, requests_by_endpoint
+from tests.stage_support import API, stage_context
+
+RUN_DATE = date(2025, 6, 1)
+COMPLETE = {"ok", "not_found", "no_features"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5400", 5400.0), ("90m", 5400.0), ("2h", 7200.0), ("1h30m", 5400.0), ("45s", 45.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "0", "5m3"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_budget_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECCOBEATS_MAX_REQUESTS", "250")
+    monkeypatch.setenv("RECCOBEATS_TIME_BUDGET", "1h50m")
+    s = load_settings()
+    assert (s.max_requests, s.time_budget) == (250, 6600.0)
+
+
+def _total(server: SimulatorServer) -> int:
+    return sum(requests_by_endpoint(server).values())
+
+
+def test_a_request_budget_spans_runs_with_pending_rows_never_failed(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    # The unbudgeted cold run of the sample makes 40 calls (tests/test_job_e2e.py).
+    unbudgeted = 40
+    settings = job_settings(tmp_path, simulator.url, max_requests=10)
+    runs, before = 0, 0
+    while True:
+        runs += 1
+        report = run_job(settings, RUN_DATE)
+        spent = _total(simulator) - before
+        before = _total(simulator)
+        assert spent <= 10
+        rows = load_enriched(tmp_path / "output", date=RUN_DATE)
+        statuses = set(rows["status"])
+        assert "failed" not in statuses
+        if report.status == "ok":
+            assert statuses <= COMPLETE
+            break
+        assert (report.status, report.exit_code) == ("budget_reached", EXIT_BUDGET_REACHED)
+        pending = int((rows["status"] == "pending").sum())
+        assert report.figures["pending"] == pending
+        assert pending or report.figures["pending_playlists"]  # something is left to do
+        assert report.figures["budget"]["reached"] == "max_requests"
+        assert runs < 10
+    assert runs == math.ceil(unbudgeted / 10)
+    assert _total(simulator) <= 1.02 * unbudgeted
+
+
+def _complete_after_one_budgeted_run(tmp_path: Path, url: str, order: str) -> int:
+    settings = job_settings(tmp_path, url, max_requests=12, work_order=order)
+    run_job(settings, RUN_DATE)
+    rows = load_enriched(tmp_path / "output", date=RUN_DATE)
+    return int(rows["status"].isin(COMPLETE).sum())
+
+
+def test_rows_first_completes_more_rows_per_request_than_stage_by_stage(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    rows_first = _complete_after_one_budgeted_run(tmp_path / "a", simulator.url, "rows_first")
+    by_stage = _complete_after_one_budgeted_run(tmp_path / "b", simulator.url, "stage_by_stage")
+    assert rows_first > by_stage
+
+
+class _Chunks(StageWork[int, int]):
+    def __init__(self, n: int, clock: itertools.count[int]) -> None:
+        super().__init__()
+        self.queue = deque(range(n))
+        self.clock = clock
+        self.recorded: list[int] = []
+
+    def has_queued(self) -> bool:
+        return bool(self.queue)
+
+    def take(self) -> int | None:
+        return self.queue.popleft() if self.queue else None
+
+    def run(self, chunk: int) -> int:
+        return chunk
+
+    def record(self, chunk: int, result: int) -> None:
+        self.recorded.append(chunk)
+        next(self.clock)  # each answered chunk "takes" one second of the fake clock
+
+    def fail(self, chunk: int, error: Exception) -> None:
+        raise AssertionError(error)
+
+
+def test_the_time_budget_stops_new_chunks_at_the_deadline_and_ends_cleanly(
+    tmp_path: Path,
+) -> None:
+    ticks = itertools.count()
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    work = _Chunks(20, ticks)
+    budget = RunBudget(max_requests=None, time_budget_s=5.0, spent=lambda: 0, clock=clock)
+    budget.start()
+    orig_record = work.record
+
+    def record(chunk: int, result: int) -> None:
+        orig_record(chunk, result)
+        now[0] += 1.0
+
+    work.record = record  # type: ignore[method-assign]
+    settings = job_settings(tmp_path, API, max_concurrency=1)
+    with stage_context(settings, tmp_path / "s") as ctx:
+        ctx = type(ctx)(ctx.client, ctx.caches, ctx.config, threading.Event(), False, budget)
+        run_stages([work], ctx)  # no Cancelled: a budget stop is a clean end
+    assert work.recorded == [0, 1, 2, 3, 4]
+    assert budget.reached == "time_budget"
+
+
+def test_dry_run_predicts_the_runs_a_budget_needs_and_the_calls_once_hit_rates_are_known(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    settings = job_settings(tmp_path, simulator.url, max_requests=10)
+    plan = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
+    assert plan["runs_needed"] == math.ceil(sum(plan["calls_at_most"].values()) / 10)
+    assert _total(simulator) == 0
+    run_job(settings, RUN_DATE)  # one budgeted night teaches the found ratio
+    plan = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
+    assert plan["found_ratio"] is not None
+    before = _total(simulator)
+    while run_job(settings, RUN_DATE).status != "ok":
+        pass
+    measured = _total(simulator) - before
+    predicted = sum(plan["calls_expected"].values())
+    assert abs(predicted - measured) <= 0.10 * measured
