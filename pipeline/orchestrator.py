@@ -36,6 +36,7 @@ from pipeline.config import (
     limiter_config,
     stage_config,
     storage_config,
+    ttl_config,
 )
 from pipeline.errors import (
     EXIT_BUDGET_REACHED,
@@ -122,7 +123,7 @@ def run_job(
     state_dir = storage.state
     lock = nullcontext() if dry_run else _lock(storage, storage_config(settings), clock, cancel)
     with lock:
-        caches = Caches.load(state_dir, settings, clock)
+        caches = Caches.load(state_dir, ttl_config(settings), clock)
         if dry_run:
             return _dry_run(settings, run_date, run_id, batch, distinct, caches)
         with ApiResources(settings, state_dir, cancel or StopSignal(), clock) as api:
@@ -457,6 +458,9 @@ def _budget_figures(budget: RunBudget, settings: Settings) -> dict[str, Any]:
         "time_budget_s": settings.time_budget,
         "reached": budget.reached,
         "requests_spent": budget.spent,
+        "past_deadline_s": None
+        if budget.past_deadline_s is None
+        else round(budget.past_deadline_s, 3),
         "work_order": settings.work_order,
     }
 

@@ -40,6 +40,8 @@ class RunBudget:
         self._clock = clock
         self.deadline: float | None = None
         self.reached: str | None = None
+        #: When the last chunk in progress ended (clock), set by the runner.
+        self.ended_at: float | None = None
 
     @property
     def limited(self) -> bool:
@@ -69,6 +71,16 @@ class RunBudget:
             self.reached = "time_budget"
             return False
         return True
+
+    def ended(self) -> None:
+        self.ended_at = self._clock()
+
+    @property
+    def past_deadline_s(self) -> float | None:
+        """How long after the deadline the last call in progress ended (None: not reached)."""
+        if self.deadline is None or self.ended_at is None or self.reached != "time_budget":
+            return None
+        return max(0.0, self.ended_at - self.deadline)
 
     def started(self) -> None:
         self.chunks_started += 1

@@ -177,6 +177,8 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                 if cancelled is None and failure is None:
                     fill()
     finally:
+        if budget is not None:
+            budget.ended()
         bars.close()
         ctx.caches.checkpoint_all()
     if failure is not None:
