@@ -7,8 +7,13 @@ Callers catch the narrowest class they can act on; the CLI maps each branch to a
     ├── ConfigError              a setting is invalid                         exit 2
     ├── InputError               the input cannot be read or has no usable IDs exit 2
     ├── StateError               the state dir is unusable                    exit 5
+    ├── OutputError              an output file cannot be written (disk full) exit 8
     │   └── StateLockedError     another run holds the state lock             exit 4
+    ├── NothingFetchedError      the API never answered: not one request      exit 7
+    │                            succeeded (connection refused, DNS, all failed);
+    │                            nothing published, the message names the URL
     ├── Cancelled                SIGINT/SIGTERM asked the run to stop         exit 130
+    │   └── SharedBudgetError    the shared budget's Redis is unreachable      exit 6
     └── APIError                 an API call failed (after retries, if any)   exit 3
         ├── ClientRequestError   4xx the API will answer the same way again (400, 403, ...)
         ├── NotFoundError        404 on a single-resource path
@@ -17,15 +22,30 @@ Callers catch the narrowest class they can act on; the CLI maps each branch to a
         ├── TransportError       connection error or timeout after the retry budget
         └── ResponseFormatError  a body that is not JSON or not of the endpoint's shape
 
+Exit codes of runs that raise nothing: 0 ok; 3 partial (some requests failed after their
+retries: worth a retry); 10 budget reached (``max_requests``/``time_budget`` spent, the
+partition published with the rest ``pending``: a success with more to do, not a failure).
+
 ``APIError`` carries the endpoint name, the HTTP status and the ReccoBeats 4-digit code from
 the error body (``status`` field), so a message never has to be parsed to decide anything.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from pipeline.sanitize import clean_text
+
 
 class ReccoBeatsError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    Its message is passed through ``clean_text``: messages quote server bodies, file and
+    column names, and a terminal must never receive their control characters.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(clean_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(ReccoBeatsError):
@@ -40,12 +60,42 @@ class StateError(ReccoBeatsError):
     """The state directory cannot be read or written."""
 
 
+class OutputError(ReccoBeatsError):
+    """An output file (partition, rejects, run report) cannot be written: disk full,
+    permissions, an I/O error. The previous partition of the date stays published and the
+    answers are in the state dir, so a re-run publishes without asking the API again."""
+
+
 class StateLockedError(StateError):
     """Another run holds the state directory's lock."""
 
 
+class NothingFetchedError(ReccoBeatsError):
+    """Nothing could be fetched: the API at ``base_url`` never answered this run.
+
+    Its own exit code (7), apart from "partial" (3): a scheduler retrying a partial run
+    makes progress; retrying while the URL is wrong or the API is down does not, and no
+    partition is published (an all-``failed`` one would replace a good day).
+    """
+
+
 class Cancelled(ReccoBeatsError):
-    """The run was asked to stop (signal); waits end early and state is checkpointed."""
+    """The run was asked to stop (signal); waits end early and state is checkpointed.
+
+    ``report_path`` is set by the job once it has written the interrupted run's report.
+    """
+
+    report_path: object = None
+
+
+class SharedBudgetError(Cancelled):
+    """The shared budget (``shared_budget``, Redis) cannot be reached, at start or mid-run.
+
+    A ``Cancelled`` because the run must stop exactly as on a signal: every wait ends, no
+    request starts, state is checkpointed. Never a fallback to an unshared limiter, which
+    would multiply the rate by the number of processes. Its own exit code (6) lets a
+    scheduler tell "Redis down, retry later" from a stop it asked for.
+    """
 
 
 class APIError(ReccoBeatsError):
@@ -85,7 +135,7 @@ class NotFoundError(APIError):
 class RateLimitedError(APIError):
     """429s outlasted the retry budget, or a Retry-After was longer than the run may wait."""
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after_s = retry_after_s
 
@@ -108,13 +158,20 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_LOCKED = 4
 EXIT_STATE = 5
+EXIT_SHARED_BUDGET = 6
+EXIT_OUTPUT = 8
+EXIT_NOTHING_FETCHED = 7
+EXIT_BUDGET_REACHED = 10
 EXIT_CANCELLED = 130
 
-EXIT_CODES: dict[type[ReccoBeatsError], int] = {
+EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: EXIT_USAGE,
     InputError: EXIT_USAGE,
     StateLockedError: EXIT_LOCKED,
     StateError: EXIT_STATE,
+    OutputError: EXIT_OUTPUT,
+    SharedBudgetError: EXIT_SHARED_BUDGET,
+    NothingFetchedError: EXIT_NOTHING_FETCHED,
     Cancelled: EXIT_CANCELLED,
     APIError: EXIT_PARTIAL,
 }
@@ -124,5 +181,5 @@ def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for ``exc`` (most specific class wins)."""
     for cls in type(exc).__mro__:
         if cls in EXIT_CODES:
-            return EXIT_CODES[cls]  # type: ignore[index]
+            return EXIT_CODES[cls]
     return EXIT_UNEXPECTED

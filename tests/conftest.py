@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.settings import ENDPOINTS, EndpointLimit, Settings, load_settings
 from pipeline.simulator import Catalog, SimulatorConfig, SimulatorServer
+from tests.redis_support import private_redis, redis_server, redis_url  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_INPUT = REPO / "data" / "sample" / "tracks.parquet"
@@ -72,6 +73,7 @@ def job_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "progress": False,
         "seed_stagger_s": 0.0,
         "backoff_base_s": 0.0,
+        "retry_window_s": 0.0,  # retries counted in attempts only (the window has its tests)
     }
     values.update(overrides)
     return load_settings(values)
@@ -85,6 +87,7 @@ def fast_config_toml(path: Path, **extra: Any) -> Path:
         "adaptive = false",
         "seed_stagger_s = 0.0",
         "backoff_base_s = 0.0",
+        "retry_window_s = 0.0",
     ]
     for key, value in extra.items():
         lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
