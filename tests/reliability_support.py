@@ -57,6 +57,7 @@ def write_fast_config(path: Path, **extra: object) -> Path:
         "seed_stagger_s = 0.0",
         "backoff_base_s = 0.01",
         "backoff_max_s = 0.05",
+        "retry_window_s = 0.0",
         "progress = false",
     ]
     lines += [f"{k} = {_toml(v)}" for k, v in extra.items()]
@@ -140,6 +141,7 @@ def kill_when(
 def read_dataset(out: Path, dataset: str) -> pd.DataFrame:
     """The dataset as a plain pandas user loads it, sorted so runs compare row by row."""
     df = pd.read_parquet(out / dataset)
+    df = df.drop(columns=[c for c in ("run_id", "loaded_at") if c in df.columns])  # per run
     keys = [c for c in ("row_number", "playlist_id", "rank") if c in df.columns]
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 

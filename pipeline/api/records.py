@@ -9,7 +9,8 @@ field correctly, so it happens here, once, with explicit rules:
 * a *body* of the wrong shape (not an object, ``content`` not a list, paging fields not
   integers) raises :class:`~pipeline.errors.ResponseFormatError` naming the endpoint;
 * an *item* of the wrong shape inside an otherwise good list (not an object, no ``id``,
-  ``href`` not a Spotify track URL, a string where a number belongs) is skipped and counted,
+  ``href`` not a Spotify track URL, a string where a number belongs,
+  an integer that does not fit int64) is skipped and counted,
   so one bad record never sinks the other 39 of a batch. If *every* item of a non-empty
   list is bad the body is treated as wrong-shaped: that smells like an API change, and
   silently returning nothing would mark a whole batch "missing" for weeks;
@@ -32,6 +33,8 @@ from pipeline.errors import ResponseFormatError
 # Spotify IDs are base-62 (22 chars); fixtures use longer synthetic IDs with dashes, so we
 # accept a conservative superset that still rejects anything path- or query-like.
 _SPOTIFY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Integer fields are stored as Arrow int64: a value outside this range is a bad item.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 T = TypeVar("T")
 
@@ -78,15 +81,6 @@ class AudioFeatures:
     speechiness: float | None
     tempo: float | None
     valence: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: tuple[T, ...]
-    page: int
-    size: int
-    total_elements: int
-    total_pages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +155,17 @@ def _opt_float(obj: Mapping[str, Any], name: str) -> float | None:
 
 
 def _opt_int(obj: Mapping[str, Any], name: str) -> int | None:
+    """An integer that fits the 64-bit column it is stored in (issue 11: ``durationMs`` =
+    10^30 used to pass here and crash the whole run with ``OverflowError`` at the cache)."""
     value = obj.get(name)
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+        value = int(value)
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise BadItem(f"{name!r} is {type(value).__name__}, not an integer")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise BadItem(f"{name!r} does not fit a 64-bit integer")
     return value
 
 
@@ -286,34 +284,3 @@ def parse_tracks(body: object, endpoint: str) -> ParsedList[Track]:
 
 def parse_features_list(body: object, endpoint: str) -> ParsedList[AudioFeatures]:
     return parse_list(body, endpoint, features_item, lambda f: f.spotify_id)
-
-
-def parse_artists(body: object, endpoint: str) -> ParsedList[Artist]:
-    return parse_list(body, endpoint, artist_item, lambda a: a.reccobeats_id)
-
-
-def parse_single(body: object, endpoint: str, parse_item: Callable[[object], T]) -> T:
-    """Parse a bare object (single-resource paths): any shape problem is a body error."""
-    try:
-        return parse_item(body)
-    except BadItem as exc:
-        raise _format_error(endpoint, str(exc)) from None
-
-
-def parse_page(body: object, endpoint: str, parsed: ParsedList[T]) -> Page[T]:
-    """Wrap items already parsed by :func:`parse_list` with the envelope's paging fields."""
-    if not isinstance(body, Mapping):
-        raise _format_error(endpoint, f"body is {type(body).__name__}, not an object")
-    fields: dict[str, int] = {}
-    for api_name in ("page", "size", "totalElements", "totalPages"):
-        value = body.get(api_name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _format_error(endpoint, f"paging field {api_name!r} missing or not an int")
-        fields[api_name] = value
-    return Page(
-        items=parsed.items,
-        page=fields["page"],
-        size=fields["size"],
-        total_elements=fields["totalElements"],
-        total_pages=fields["totalPages"],
-    )
