@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from pipeline.api.limiter import RateLimiter
+from pipeline.config import LimiterConfig
+
+#: A plain limiter for unit tests: one global sliding window and a concurrency cap, nothing
+#: else (no gaps, no per-endpoint limits, not adaptive), so each test turns on what it checks.
+#: Deliberately not the product defaults (those live in Settings): tests name their values.
+PLAIN_LIMITER = LimiterConfig(
+    rate_per_window=60.0,
+    window_s=60.0,
+    min_interval_s=0.0,
+    max_concurrency=6,
+    endpoint_limits={},
+    adaptive=False,
+    decrease=0.5,
+    increase_per_window=6.0,
+    quiet_s=30.0,
+    min_rate_per_window=1.0,
+    max_retry_after_s=300.0,
+    backoff_base_s=1.0,
+    backoff_max_s=60.0,
+    margin_s=0.0,
+    probe_429_budget=0.01,
+    adaptive_concurrency=False,
+    told_rate=False,
+)
+
+
+def plain_limiter(**overrides: Any) -> LimiterConfig:
+    """``PLAIN_LIMITER`` with ``overrides`` (the old ``RateLimiter(**kwargs)`` names)."""
+    return dataclasses.replace(PLAIN_LIMITER, **overrides)
+
+
+_RUNTIME = ("initial_rate", "rng", "stop", "backend")
+
+
+def make_limiter(clock: FakeClock, **kw: Any) -> RateLimiter:
+    """A limiter on the fake clock: config fields and runtime arguments in one call."""
+    kw.setdefault("max_concurrency", 8)
+    runtime = {k: kw.pop(k) for k in _RUNTIME if k in kw}
+    return RateLimiter(plain_limiter(**kw), clock=clock, sleep=clock.sleep, **runtime)
 
 
 class FakeClock:

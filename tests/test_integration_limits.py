@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.api.client import ReccoBeatsClient
 from pipeline.api.limiter import RateLimiter
+from pipeline.config import limiter_config
 from pipeline.settings import ENDPOINTS, EndpointLimit, Settings, load_settings
 from pipeline.simulator import Catalog, SimulatorConfig, SimulatorServer
 from tests.fakes import run_threads
@@ -35,7 +36,7 @@ def client_settings(base_url: str, **overrides: Any) -> Settings:
 
 
 def make_client(settings: Settings) -> ReccoBeatsClient:
-    return ReccoBeatsClient(settings, RateLimiter.from_settings(settings))
+    return ReccoBeatsClient(settings, RateLimiter(limiter_config(settings)))
 
 
 def known_ids(catalog: Catalog) -> list[str]:
@@ -149,7 +150,7 @@ def test_retry_after_pauses_all_threads_and_the_run_completes(catalog: Catalog) 
             max_concurrency=threads,
             adaptive=True,  # halves its rate on the 429: exactly the server's then
         )
-        limiter = RateLimiter.from_settings(settings)
+        limiter = RateLimiter(limiter_config(settings))
         client = ReccoBeatsClient(settings, limiter)
         ids = known_ids(catalog)
 

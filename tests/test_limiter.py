@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
-from email.utils import format_datetime
 
 import pytest
 
-from pipeline.api.limiter import RateLimiter, parse_retry_after
+from pipeline.api.limiter import RateLimiter
+from pipeline.config import limiter_config
 from pipeline.errors import Cancelled, RateLimitedError
 from pipeline.settings import EndpointLimit, Settings
-from tests.fakes import FakeClock, FixedRandom, max_in_any_window, run_threads
+from pipeline.stop import StopSignal
+from tests.fakes import FakeClock, FixedRandom, max_in_any_window, plain_limiter, run_threads
+from tests.fakes import make_limiter as make
 
 EPS = 1e-9
-
-
-def make(clock: FakeClock, **kw: object) -> RateLimiter:
-    kw.setdefault("max_concurrency", 8)
-    return RateLimiter(clock=clock, sleep=clock.sleep, **kw)  # type: ignore[arg-type]
 
 
 # -- 1. sliding window ------------------------------------------------------------------------
@@ -233,84 +228,6 @@ def test_too_long_retry_after_raises_instead_of_sleeping() -> None:
         assert permit.started_at == pytest.approx(400.0)
 
 
-# -- 4. adaptive ------------------------------------------------------------------------------
-
-
-def test_adaptive_decrease_then_additive_increase_up_to_ceiling() -> None:
-    clock = FakeClock()
-    limiter = make(
-        clock,
-        rate_per_window=63,
-        adaptive=True,
-        decrease=0.5,
-        increase_per_window=6,
-        quiet_s=30,
-        min_rate_per_window=10,
-        initial_rate=30,
-    )
-    assert limiter.effective_rate == 30  # yesterday's learned rate, below the ceiling
-
-    rates = []
-    for _ in range(400):  # one success per second for 400 s
-        with limiter.acquire("tracks"):
-            limiter.on_response("tracks", 200, None)
-        rates.append(limiter.effective_rate)
-        clock.advance(1.0)
-    steps = [b - a for a, b in itertools.pairwise(rates) if b != a]
-    assert steps == [6, 6, 6, 6, 6, 3]  # +6 per quiet stretch of successes, 30 -> 63
-    assert max(rates) == 63  # never above the ceiling
-
-    with limiter.acquire("tracks") as permit:
-        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 31.5
-    limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)  # same burst
-    assert limiter.effective_rate == 31.5  # a request sent before the decrease: no 2nd cut
-    for _ in range(5):
-        with limiter.acquire("tracks") as permit:
-            limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 10  # 15.75, then the floor
-    stats = limiter.stats()
-    assert stats["count_429"] == 7
-    assert stats["configured_rate"] == 63
-
-
-def test_adaptive_no_started_at_debounces_during_cooldown() -> None:
-    clock = FakeClock()
-    limiter = make(clock, rate_per_window=64, adaptive=True, decrease=0.5, min_rate_per_window=1)
-    for _ in range(6):  # six in-flight requests answered 429 in the same burst
-        limiter.on_response("tracks", 429, 5.0)
-    assert limiter.effective_rate == 32
-
-
-def test_no_increase_without_quiet_stretch_and_non_adaptive_is_fixed() -> None:
-    clock = FakeClock()
-    adaptive = make(clock, rate_per_window=60, adaptive=True, quiet_s=30, initial_rate=30)
-    fixed = make(clock, rate_per_window=60, adaptive=False, initial_rate=30)
-    assert fixed.effective_rate == 60
-    for _ in range(10):
-        clock.advance(20)
-        adaptive.on_response("tracks", 429 if _ % 2 else 200, 0.0)
-        fixed.on_response("tracks", 429, 0.0)
-    assert adaptive.effective_rate < 30
-    assert fixed.effective_rate == 60
-
-
-def test_after_429_the_window_budget_is_not_spent_as_a_burst() -> None:
-    clock = FakeClock()
-    limiter = make(clock, rate_per_window=60, adaptive=True, decrease=0.5, quiet_s=1e9)
-    with limiter.acquire("tracks") as permit:
-        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 30
-    starts = []
-    for _ in range(100):
-        with limiter.acquire("tracks") as p:
-            starts.append(p.started_at)
-            limiter.on_response("tracks", 200, None)
-    assert starts[0] == pytest.approx(1.0)  # right after the cool-down
-    assert max_in_any_window(starts, 60.0) <= 30  # the decreased rate, not 60
-    assert len([t for t in starts if t < 1.0 + 10]) <= math.ceil(30 * 10 / 60)  # paced
-
-
 # -- 5. concurrency cap -----------------------------------------------------------------------
 
 
@@ -354,12 +271,13 @@ def test_permit_release_is_idempotent_and_context_exit_releases_on_error() -> No
     assert limiter.stats()["in_flight"] == 0
 
 
-# -- 6. cancel --------------------------------------------------------------------------------
+# -- 6. stop signal----------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
 def test_cancel_wakes_threads_in_a_long_cooldown_real_time() -> None:
-    limiter = RateLimiter(rate_per_window=100, max_retry_after_s=600)  # real clock and waits
+    stop = StopSignal()
+    limiter = RateLimiter(plain_limiter(rate_per_window=100, max_retry_after_s=600), stop=stop)
     limiter.on_response("tracks", 429, 300.0)
     outcomes: list[tuple[str, float]] = []
 
@@ -376,11 +294,11 @@ def test_cancel_wakes_threads_in_a_long_cooldown_real_time() -> None:
     time.sleep(0.2)  # let them block
     assert outcomes == []
     cancelled_at = time.monotonic()
-    limiter.cancel()
+    stop.set()
     for t in threads:
         t.join(1.0)
     assert [kind for kind, _ in outcomes] == ["cancelled"] * 4
-    assert limiter.cancelled
+    assert limiter.stop.is_set()
     assert max(at for _, at in outcomes) - cancelled_at < 1.0
     with pytest.raises(Cancelled):
         limiter.acquire("track")  # every future acquire too
@@ -389,7 +307,8 @@ def test_cancel_wakes_threads_in_a_long_cooldown_real_time() -> None:
 @pytest.mark.timeout(30)
 def test_cancel_wakes_threads_waiting_for_a_slot_with_fake_sleep() -> None:
     clock = FakeClock()
-    limiter = make(clock, rate_per_window=100, max_concurrency=1)
+    stop = StopSignal()
+    limiter = make(clock, rate_per_window=100, max_concurrency=1, stop=stop)
     held = limiter.acquire("tracks")
     outcomes: list[str] = []
 
@@ -404,33 +323,11 @@ def test_cancel_wakes_threads_waiting_for_a_slot_with_fake_sleep() -> None:
     for t in threads:
         t.start()
     time.sleep(0.1)
-    limiter.cancel()
+    stop.set()
     for t in threads:
         t.join(5.0)
     assert outcomes == ["cancelled"] * 3
     held.release()
-
-
-# -- 7. Retry-After parsing -------------------------------------------------------------------
-
-
-def test_parse_retry_after_seconds() -> None:
-    assert parse_retry_after("120") == 120.0
-    assert parse_retry_after(" 3 ") == 3.0
-    assert parse_retry_after("1.5") == 1.5
-    assert parse_retry_after("0") == 0.0
-
-
-def test_parse_retry_after_http_date() -> None:
-    when = datetime(2025, 10, 21, 7, 28, 0, tzinfo=UTC)
-    header = format_datetime(when, usegmt=True)  # "Tue, 21 Oct 2025 07:28:00 GMT"
-    assert parse_retry_after(header, now_wall=when.timestamp() - 30) == pytest.approx(30.0)
-    assert parse_retry_after(header, now_wall=when.timestamp() + 30) == 0.0  # past
-
-
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1e3", "nan", "12 s", "Tue, 99 Foo"])
-def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
-    assert parse_retry_after(value, now_wall=0.0) is None
 
 
 # -- wiring -----------------------------------------------------------------------------------
@@ -445,76 +342,10 @@ def test_from_settings_converts_per_minute_to_per_window() -> None:
         adaptive_increase_per_min=6,
     )
     clock = FakeClock()
-    limiter = RateLimiter.from_settings(settings, clock=clock, sleep=clock.sleep, initial_rate=40)
+    limiter = RateLimiter(limiter_config(settings), clock=clock, sleep=clock.sleep, initial_rate=40)
     stats = limiter.stats()
     assert stats["configured_rate"] == 60  # 120/min over a 30 s window
     assert stats["window_s"] == 30
     assert stats["effective_rate"] == 40
-    capped = RateLimiter.from_settings(settings, clock=clock, sleep=clock.sleep, initial_rate=1e6)
+    capped = RateLimiter(limiter_config(settings), clock=clock, sleep=clock.sleep, initial_rate=1e6)
     assert capped.effective_rate == 60  # a learned rate never exceeds today's ceiling
-
-
-def test_failed_probe_goes_back_to_the_good_rate_and_probes_less_often() -> None:
-    """2x too high on a strict-spacing server: learn the rate once, then probe rarely."""
-    clock = FakeClock()
-    limiter = make(
-        clock,
-        rate_per_window=20,
-        window_s=10.0,
-        adaptive=True,
-        decrease=0.5,
-        increase_per_window=2,
-        quiet_s=5,
-        min_rate_per_window=1,
-        probe_429_budget=None,  # probe mechanics only (the 429 budget has its own test)
-    )
-    with limiter.acquire("tracks") as permit:
-        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 10  # the first 429: multiplicative decrease
-    clock.advance(5.0)
-    limiter.on_response("tracks", 200)
-    assert limiter.effective_rate == 12  # quiet stretch: probe upwards
-    with limiter.acquire("tracks") as permit:  # the probe fails within a window
-        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 10  # back to the good rate, not 6
-    clock.advance(5.0)
-    limiter.on_response("tracks", 200)
-    assert limiter.effective_rate == 10  # the next probe waits twice as long
-    clock.advance(5.0)
-    limiter.on_response("tracks", 200)
-    assert limiter.effective_rate == 12
-    starts = []
-    for _ in range(12):  # paced at the learned rate for good, not only one window
-        with limiter.acquire("tracks") as p:
-            starts.append(p.started_at)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) == pytest.approx(10.0 / 12)
-
-
-def test_probes_spend_at_most_the_429_budget() -> None:
-    """After a 429, a probe (which may cost another) waits until 429s fit in 1 % of calls."""
-    clock = FakeClock()
-    limiter = make(
-        clock,
-        rate_per_window=1000,
-        window_s=10.0,
-        adaptive=True,
-        decrease=0.5,
-        increase_per_window=10,
-        quiet_s=1,
-        probe_429_budget=0.01,
-    )
-    with limiter.acquire("tracks") as permit:
-        limiter.on_response("tracks", 429, 0.0, started_at=permit.started_at)
-    assert limiter.effective_rate == 500
-    for _ in range(198):  # 199 requests so far: a second 429 would be > 1 %
-        with limiter.acquire("tracks"):
-            pass
-    clock.advance(5.0)
-    limiter.on_response("tracks", 200)
-    assert limiter.effective_rate == 500  # quiet long enough, but no budget for a probe yet
-    with limiter.acquire("tracks"):  # the 200th request: 2 x 429 in 200 fits 1 %
-        pass
-    clock.advance(5.0)
-    limiter.on_response("tracks", 200)
-    assert limiter.effective_rate == 510

@@ -19,7 +19,13 @@ import ratelimit.decorators
 from ratelimit import limits, sleep_and_retry
 
 from pipeline.api.limiter import RateLimiter
-from tests.fakes import FakeClock, max_in_any_window, run_threads, strict_server_rejections
+from tests.fakes import (
+    FakeClock,
+    max_in_any_window,
+    plain_limiter,
+    run_threads,
+    strict_server_rejections,
+)
 
 N, PERIOD = 10, 1.0
 
@@ -64,7 +70,9 @@ def test_fixed_window_lets_2n_minus_1_through_on_a_fake_clock(
 
     clock = FakeClock()
     limiter = RateLimiter(
-        rate_per_window=N, window_s=PERIOD, clock=clock, sleep=clock.sleep, max_concurrency=8
+        plain_limiter(rate_per_window=N, window_s=PERIOD, max_concurrency=8),
+        clock=clock,
+        sleep=clock.sleep,
     )
     ours = _boundary_demand(_through_ours(limiter), clock)
     assert max_in_any_window(ours, PERIOD) == N
@@ -80,7 +88,9 @@ def test_fixed_window_exceeds_n_with_8_real_threads() -> None:
     """Real time (about 3.5 s): a fake clock cannot make fake sleeps overlap across threads,
     and overlapping requests are what spread a window's starts towards its end."""
     theirs_start = _through_ratelimit(time.monotonic)
-    ours_start = _through_ours(RateLimiter(rate_per_window=N, window_s=PERIOD, max_concurrency=8))
+    ours_start = _through_ours(
+        RateLimiter(plain_limiter(rate_per_window=N, window_s=PERIOD, max_concurrency=8))
+    )
     results: dict[str, list[float]] = {}
 
     def measure(name: str, start: Callable[[], float]) -> None:

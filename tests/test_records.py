@@ -206,26 +206,6 @@ def test_empty_content_is_fine() -> None:
     assert records.parse_tracks({"content": []}, "tracks").items == ()
 
 
-def test_parse_single_wrong_shape_is_body_error() -> None:
-    with pytest.raises(ResponseFormatError) as info:
-        records.parse_single({"content": []}, "track", records.track_item)
-    assert info.value.endpoint == "track"
-
-
-def test_parse_page() -> None:
-    body = _example("artist_search__recorded.json")
-    page = records.parse_page(body, "artist_search", records.parse_artists(body, "artist_search"))
-    assert (page.page, page.size, page.total_elements, page.total_pages) == (2, 50, 965, 20)
-    assert page.items[0].name == "Queens Road, Alan Reed"
-    assert page.items[0].spotify_id == "7BPM8QP6YydUac6IhhwzjS"
-
-
-def test_parse_page_requires_int_paging_fields() -> None:
-    body = {"content": [], "page": "0", "size": 25, "totalElements": 0, "totalPages": 0}
-    with pytest.raises(ResponseFormatError):
-        records.parse_page(body, "artist_tracks", records.parse_tracks(body, "artist_tracks"))
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -248,11 +228,9 @@ def test_recorded_features_parse_cleanly() -> None:
     body = _example("audio_features_multiple__fixture.json")
     parsed = records.parse_features_list(body, "audio_features")
     assert [f.spotify_id for f in parsed.items] == ["00aqkszH1FdUiJJWvX6iEl"]
-    single = records.parse_single(
-        _example("track_audio_features__fixture.json"),
-        "track_audio_features",
-        records.features_item,
-    )
+    single = records.parse_features_list(
+        {"content": [_example("track_audio_features__fixture.json")]}, "audio_features"
+    ).items[0]
     assert single.spotify_id == "spotify-track-001"
     assert single.key == 8
 

@@ -170,6 +170,20 @@ class RequestMetrics:
 
     # -- reading ----------------------------------------------------------------------------
     @property
+    def answered(self) -> int:
+        """Attempts that got an HTTP status (any, even 404/429): proof the URL is right."""
+        with self._lock:
+            return sum(
+                n for s in self._stats.values() for k, n in s.statuses.items() if k != "none"
+            )
+
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts started so far, every endpoint (what a request budget counts)."""
+        with self._lock:
+            return sum(s.attempts for s in self._stats.values())
+
+    @property
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight

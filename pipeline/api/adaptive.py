@@ -1,0 +1,183 @@
+"""The adaptive rate controller: AIMD with probing, as a pure state machine.
+
+Why its own module: the rules (cut on a 429, climb after a quiet stretch, treat a 429 right
+after a climb as a failed probe) are where the limiter's judgement lives, and they are easiest
+to get right when they can be tested step by step with plain numbers. ``RateController``
+holds no clock, lock or thread: every method takes ``now`` and returns what changed; the
+limiter calls it under its own lock and applies the result (pacing, backend publication).
+
+Rules (rates are starts per window):
+
+* multiplicative decrease on a 429 (``decrease``), never below ``floor``; a 429 answering a
+  request sent before the last decrease is stale and changes nothing;
+* additive increase (``increase``) after ``quiet_s`` of answers without a 429, never above
+  ``ceiling``. An increase is a probe: a 429 within one window of it restores the rate that
+  worked (no cut) and doubles the quiet stretch before the next probe;
+* warm start (issue 11): a run that starts from a learned rate below the ceiling (the last
+  run ended in a storm) multiplies the rate by ``SLOW_START_FACTOR`` after each answer,
+  until the ceiling or its first 429 (which restores the rate that worked): a storm's
+  penalty is not carried into a clean night (64.5 s for 10 requests instead of ~8 s);
+* after the run's first 429 a probe is made only while 429s stay within ``probe_429_budget``
+  of the requests made (small runs keep the rate that works instead of spending a tenth of
+  their calls on probes; long runs still climb). ``None``: always probe.
+
+With ``enabled=False`` the rate stays at the ceiling; 429s are still counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline.config import LimiterConfig
+
+#: Warm start: the learned rate is multiplied by this after each answer until the first 429.
+SLOW_START_FACTOR = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateRules:
+    """The controller's constants (built from ``LimiterConfig``)."""
+
+    ceiling: float
+    floor: float
+    window_s: float
+    enabled: bool = True
+    decrease: float = 0.5
+    increase: float = 6.0
+    quiet_s: float = 30.0
+    probe_429_budget: float | None = 0.01
+
+    @classmethod
+    def from_config(cls, c: LimiterConfig) -> RateRules:
+        ceiling = float(c.rate_per_window)
+        return cls(
+            ceiling=ceiling,
+            floor=min(float(c.min_rate_per_window), ceiling),
+            window_s=float(c.window_s),
+            enabled=c.adaptive,
+            decrease=c.decrease,
+            increase=float(c.increase_per_window),
+            quiet_s=float(c.quiet_s),
+            probe_429_budget=c.probe_429_budget,
+        )
+
+
+class RateController:
+    """The learned rate and the bookkeeping its decisions need (not thread-safe)."""
+
+    def __init__(
+        self,
+        rules: RateRules,
+        now: float,
+        initial_rate: float | None = None,
+        *,
+        warm_start: bool = False,
+    ) -> None:
+        """``warm_start``: ``initial_rate`` is last run's learned rate, a hint to climb from
+        quickly (see the module docstring), not a rate this run has seen work."""
+        if not 0 < rules.decrease < 1:
+            raise ValueError("decrease must be in (0, 1)")
+        self.rules = rules
+        start = rules.ceiling if initial_rate is None or not rules.enabled else initial_rate
+        self.rate = min(rules.ceiling, max(rules.floor, float(start)))
+        self.count_429 = 0
+        self.decreases = 0
+        self.increases = 0
+        self.last_decrease_at = -math.inf
+        self._quiet_anchor = now  # start of the current stretch without a 429 (or increase)
+        self._good_rate: float | None = None  # the rate a probe left; restored if it fails
+        self._probe_quiet = rules.quiet_s
+        self._increased_at = -math.inf
+        self._warm_start = warm_start and rules.enabled and self.rate < rules.ceiling
+
+    def on_success(self, now: float, requests_made: int) -> bool:
+        """A non-429 answer. Returns True when the rate was raised (a probe started)."""
+        r = self.rules
+        if self._warm_start and self.count_429 == 0:
+            self._good_rate = self.rate
+            self.rate = min(r.ceiling, self.rate * SLOW_START_FACTOR)
+            self._warm_start = self.rate < r.ceiling
+            self._quiet_anchor = self._increased_at = now
+            self.increases += 1
+            return True
+        if not (
+            r.enabled
+            and self.rate < r.ceiling
+            and now - self._quiet_anchor >= self._probe_quiet
+            and self._probe_affordable(requests_made)
+        ):
+            return False
+        self._good_rate = self.rate
+        self.rate = min(r.ceiling, self.rate + r.increase)
+        self._quiet_anchor = self._increased_at = now
+        self.increases += 1
+        return True
+
+    def on_429(self, now: float, started_at: float | None, in_cooldown: bool) -> bool:
+        """A 429. ``started_at``: when the answered request started (None: unknown, then a 429
+        during a running cool-down counts as stale). Returns True when the rate changed."""
+        self.count_429 += 1
+        self._quiet_anchor = now
+        self._warm_start = False
+        if not self.rules.enabled:
+            return False
+        stale = started_at <= self.last_decrease_at if started_at is not None else in_cooldown
+        if stale:
+            return False
+        if self._good_rate is not None and now - self._increased_at <= self.rules.window_s:
+            self.rate = self._good_rate  # the probe failed: back to what worked
+            self._probe_quiet *= 2
+        else:
+            self.rate = max(self.rules.floor, self.rate * self.rules.decrease)
+            self._probe_quiet = self.rules.quiet_s
+        self._good_rate = None
+        self.last_decrease_at = now
+        self.decreases += 1
+        return True
+
+    def note_429(self, now: float) -> None:
+        """A 429 blamed on something else (too many in flight): counted, rate unchanged."""
+        self.count_429 += 1
+        self._quiet_anchor = now
+
+    def _probe_affordable(self, requests_made: int) -> bool:
+        budget = self.rules.probe_429_budget
+        if self.count_429 == 0 or budget is None:
+            return True
+        return self.count_429 + 1 <= budget * requests_made
+
+
+def whole_starts(rate: float) -> int:
+    """Whole starts per window a (possibly fractional, learned) rate allows; at least 1."""
+    return max(1, math.floor(rate + 1e-9))
+
+
+class Pacing:
+    """After a 429, space starts window/rate apart: for one window, or (adaptive) for good.
+
+    The budget left unused in the window (and, after a decrease, the starts of the old rate
+    still in it) would otherwise go out the instant the cool-down ends: the burst that got us
+    the 429. Real starts stay in the windows, so the sliding-window guarantee is untouched;
+    pacing only spreads what the window allows. Adaptive: the server just showed the
+    configured rate is too high and its shape is unknown (it may be strict spacing), so the
+    spacing stays for the rest of the run. Pure: the limiter passes every instant.
+    """
+
+    def __init__(self, window_s: float, for_good: bool) -> None:
+        self._window = window_s
+        self._for_good = for_good
+        self.since = self.until = math.inf  # no 429 yet: no pacing
+        self.step = 0.0
+
+    def after_429(self, cooldown_until: float, rate: float) -> None:
+        self.since = cooldown_until
+        self.until = math.inf if self._for_good else cooldown_until + self._window
+        self.step = self._window / whole_starts(rate)
+
+    def rate_changed(self, now: float, rate: float) -> None:
+        if self.until > now:
+            self.step = self._window / whole_starts(rate)
+
+    def active(self, now: float) -> bool:
+        return now < self.until

@@ -1,0 +1,67 @@
+"""The limiter rate the last run settled at, kept in ``<state>/learned_rate.json``.
+
+Why: the adaptive limiter probes upwards from the configured rate; starting tonight where
+last night ended saves the probing (and its 429s). A missing or nonsensical value means
+"no memory": the limiter starts from its configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.errors import StateError
+from pipeline.io.atomic import json_bytes
+from pipeline.io.storage import Storage, open_storage
+from pipeline.state.quarantine import read_json_safely
+
+LEARNED_RATE_NAME = "learned_rate.json"
+
+
+def load_learned_rate(state_dir: Storage | Path | str) -> float | None:
+    """The saved rate (requests per window), or ``None`` when there is none or it is not a
+    positive finite number."""
+    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
+    if not isinstance(data, dict):
+        return None
+    rate = data.get("rate_per_window")
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        return None
+    if not math.isfinite(rate) or rate <= 0:
+        return None
+    return float(rate)
+
+
+def load_learned_concurrency(state_dir: Storage | Path | str) -> int | None:
+    """The saved in-flight limit, or ``None`` when there is none or it is not a positive int
+    (files written before issue 10 have none)."""
+    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
+    if not isinstance(data, dict):
+        return None
+    value = data.get("concurrency")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
+
+
+def save_learned_rate(
+    state_dir: Storage | Path | str, rate: float, when: datetime, concurrency: int | None = None
+) -> None:
+    """Persist the limiter's effective rate (requests per window) at ``when``, and the learned
+    in-flight limit when given (issue 10)."""
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"learned rate must be a positive finite number, got {rate!r}")
+    if when.tzinfo is None:
+        raise ValueError("when must be timezone-aware")
+    payload: dict[str, object] = {
+        "rate_per_window": float(rate),
+        "saved_at": when.astimezone(UTC).isoformat(),
+    }
+    if concurrency is not None:
+        payload["concurrency"] = int(concurrency)
+    store = open_storage(state_dir)
+    try:
+        store.write_bytes(LEARNED_RATE_NAME, json_bytes(payload))
+    except OSError as exc:
+        raise StateError(f"cannot write {store.uri(LEARNED_RATE_NAME)}: {exc}") from exc

@@ -1,0 +1,229 @@
+"""The adaptive rate controller: pure steps on plain numbers (``RateController``), then the
+same rules through the limiter on a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from pipeline.api.adaptive import RateController, RateRules, whole_starts
+from tests.fakes import FakeClock, max_in_any_window
+from tests.fakes import make_limiter as make
+
+
+def test_adaptive_decrease_then_additive_increase_up_to_ceiling() -> None:
+    clock = FakeClock()
+    limiter = make(
+        clock,
+        rate_per_window=63,
+        adaptive=True,
+        decrease=0.5,
+        increase_per_window=6,
+        quiet_s=30,
+        min_rate_per_window=10,
+        initial_rate=30,
+    )
+    assert limiter.effective_rate == 30  # yesterday's learned rate, below the ceiling
+
+    rates = []
+    for _ in range(400):  # one success per second for 400 s
+        with limiter.acquire("tracks"):
+            limiter.on_response("tracks", 200, None)
+        rates.append(limiter.effective_rate)
+        clock.advance(1.0)
+    steps = [b - a for a, b in itertools.pairwise(rates) if b != a]
+    # A learned start climbs at once (warm start, issue 11): x4 per answer, capped at 63.
+    assert rates[0] == 63 and steps == []
+    assert max(rates) == 63  # never above the ceiling
+
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 31.5
+    limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)  # same burst
+    assert limiter.effective_rate == 31.5  # a request sent before the decrease: no 2nd cut
+    for _ in range(5):
+        with limiter.acquire("tracks") as permit:
+            limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 10  # 15.75, then the floor
+    stats = limiter.stats()
+    assert stats["count_429"] == 7
+    assert stats["configured_rate"] == 63
+
+
+def test_adaptive_no_started_at_debounces_during_cooldown() -> None:
+    clock = FakeClock()
+    limiter = make(clock, rate_per_window=64, adaptive=True, decrease=0.5, min_rate_per_window=1)
+    for _ in range(6):  # six in-flight requests answered 429 in the same burst
+        limiter.on_response("tracks", 429, 5.0)
+    assert limiter.effective_rate == 32
+
+
+def test_no_increase_without_quiet_stretch_and_non_adaptive_is_fixed() -> None:
+    clock = FakeClock()
+    adaptive = make(clock, rate_per_window=60, adaptive=True, quiet_s=30, initial_rate=30)
+    fixed = make(clock, rate_per_window=60, adaptive=False, initial_rate=30)
+    assert fixed.effective_rate == 60
+    for _ in range(10):
+        clock.advance(20)
+        adaptive.on_response("tracks", 429 if _ % 2 else 200, 0.0)
+        fixed.on_response("tracks", 429, 0.0)
+    assert adaptive.effective_rate < 30
+    assert fixed.effective_rate == 60
+
+
+def test_after_429_the_window_budget_is_not_spent_as_a_burst() -> None:
+    clock = FakeClock()
+    limiter = make(clock, rate_per_window=60, adaptive=True, decrease=0.5, quiet_s=1e9)
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 30
+    starts = []
+    for _ in range(100):
+        with limiter.acquire("tracks") as p:
+            starts.append(p.started_at)
+            limiter.on_response("tracks", 200, None)
+    assert starts[0] == pytest.approx(1.0)  # right after the cool-down
+    assert max_in_any_window(starts, 60.0) <= 30  # the decreased rate, not 60
+    assert len([t for t in starts if t < 1.0 + 10]) <= math.ceil(30 * 10 / 60)  # paced
+
+
+def test_failed_probe_goes_back_to_the_good_rate_and_probes_less_often() -> None:
+    """2x too high on a strict-spacing server: learn the rate once, then probe rarely."""
+    clock = FakeClock()
+    limiter = make(
+        clock,
+        rate_per_window=20,
+        window_s=10.0,
+        adaptive=True,
+        decrease=0.5,
+        increase_per_window=2,
+        quiet_s=5,
+        min_rate_per_window=1,
+        probe_429_budget=None,  # probe mechanics only (the 429 budget has its own test)
+    )
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 10  # the first 429: multiplicative decrease
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 12  # quiet stretch: probe upwards
+    with limiter.acquire("tracks") as permit:  # the probe fails within a window
+        limiter.on_response("tracks", 429, 1.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 10  # back to the good rate, not 6
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 10  # the next probe waits twice as long
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 12
+    starts = []
+    for _ in range(12):  # paced at the learned rate for good, not only one window
+        with limiter.acquire("tracks") as p:
+            starts.append(p.started_at)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) == pytest.approx(10.0 / 12)
+
+
+def test_probes_spend_at_most_the_429_budget() -> None:
+    """After a 429, a probe (which may cost another) waits until 429s fit in 1 % of calls."""
+    clock = FakeClock()
+    limiter = make(
+        clock,
+        rate_per_window=1000,
+        window_s=10.0,
+        adaptive=True,
+        decrease=0.5,
+        increase_per_window=10,
+        quiet_s=1,
+        probe_429_budget=0.01,
+    )
+    with limiter.acquire("tracks") as permit:
+        limiter.on_response("tracks", 429, 0.0, started_at=permit.started_at)
+    assert limiter.effective_rate == 500
+    for _ in range(198):  # 199 requests so far: a second 429 would be > 1 %
+        with limiter.acquire("tracks"):
+            pass
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 500  # quiet long enough, but no budget for a probe yet
+    with limiter.acquire("tracks"):  # the 200th request: 2 x 429 in 200 fits 1 %
+        pass
+    clock.advance(5.0)
+    limiter.on_response("tracks", 200)
+    assert limiter.effective_rate == 510
+
+
+# -- the controller alone: no clock, no threads ------------------------------------------------
+
+
+def rules(**kw: object) -> RateRules:
+    base: dict[str, object] = {
+        "ceiling": 60.0,
+        "floor": 6.0,
+        "window_s": 60.0,
+        "decrease": 0.5,
+        "increase": 6.0,
+        "quiet_s": 30.0,
+        "probe_429_budget": None,
+    }
+    base.update(kw)
+    return RateRules(**base)  # type: ignore[arg-type]
+
+
+def test_controller_cuts_on_429_and_ignores_stale_ones() -> None:
+    rc = RateController(rules(), now=0.0)
+    assert rc.rate == 60
+    assert rc.on_429(now=10.0, started_at=9.0, in_cooldown=False)
+    assert rc.rate == 30
+    assert not rc.on_429(now=11.0, started_at=9.5, in_cooldown=True)  # sent before the cut
+    assert rc.rate == 30
+    assert rc.on_429(now=12.0, started_at=11.5, in_cooldown=True)  # sent after: counts
+    assert rc.rate == 15
+    assert (rc.count_429, rc.decreases) == (3, 2)
+
+
+def test_controller_climbs_after_quiet_and_a_failed_probe_restores() -> None:
+    rc = RateController(rules(), now=0.0, initial_rate=30)
+    assert not rc.on_success(now=29.0, requests_made=10)  # not quiet long enough
+    assert rc.on_success(now=30.0, requests_made=11)
+    assert rc.rate == 36  # additive probe
+    assert rc.on_429(now=40.0, started_at=39.0, in_cooldown=False)  # within a window of it
+    assert rc.rate == 30  # back to what worked, not 18
+    assert not rc.on_success(now=40.0 + 59.0, requests_made=50)  # quiet stretch doubled
+    assert rc.on_success(now=40.0 + 60.0, requests_made=51)
+    assert rc.rate == 36
+
+
+def test_controller_stays_within_floor_and_ceiling() -> None:
+    rc = RateController(rules(), now=0.0, initial_rate=1e6)
+    assert rc.rate == 60  # a learned rate never exceeds today's ceiling
+    for k in range(10):
+        rc.on_429(now=float(k), started_at=None, in_cooldown=False)
+    assert rc.rate == 6
+    assert not RateController(rules(), now=0.0).on_success(now=100.0, requests_made=1)  # ceiling
+
+
+def test_controller_probe_budget_after_first_429() -> None:
+    rc = RateController(rules(probe_429_budget=0.01), now=0.0, initial_rate=30)
+    rc.on_429(now=1.0, started_at=None, in_cooldown=False)
+    assert not rc.on_success(now=100.0, requests_made=150)  # 2 429s would be > 1 % of 150
+    assert rc.on_success(now=100.0, requests_made=200)
+
+
+def test_disabled_controller_counts_429s_but_keeps_the_ceiling() -> None:
+    rc = RateController(rules(enabled=False), now=0.0, initial_rate=30)
+    assert rc.rate == 60
+    assert not rc.on_429(now=1.0, started_at=None, in_cooldown=False)
+    assert (rc.rate, rc.count_429) == (60, 1)
+
+
+def test_controller_rejects_a_decrease_outside_0_1() -> None:
+    with pytest.raises(ValueError):
+        RateController(rules(decrease=1.0), now=0.0)
+
+
+@pytest.mark.parametrize(("rate", "starts"), [(0.2, 1), (1.0, 1), (5.999999999999, 6), (6.5, 6)])
+def test_whole_starts(rate: float, starts: int) -> None:
+    assert whole_starts(rate) == starts

@@ -1,0 +1,53 @@
+"""The told-rate rule (issue 10 goal 1) and the binding-limit figure."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.api.binding import binding_limit
+from pipeline.config import limiter_config
+from pipeline.settings import EndpointLimit, Settings, load_settings
+
+
+def test_untold_rate_keeps_the_seeds_and_the_gap_and_names_the_binding_one() -> None:
+    config = limiter_config(Settings())
+    assert not config.told_rate
+    assert config.min_interval_s == 0.25
+    assert config.endpoint_limits["tracks"].rate_per_min == 80
+    fig = binding_limit(config, endpoints=["tracks"])
+    assert fig["binding_limit"] == "endpoint tracks"
+    assert fig["binding_rate_per_min"] == pytest.approx(60 / 0.77, abs=0.01)
+
+
+def test_told_rate_is_the_rate_aimed_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECCOBEATS_RATE_LIMIT", "300")
+    config = limiter_config(load_settings({}))
+    assert config.told_rate
+    assert config.endpoint_limits == {}
+    # one told interval (0.2 s) + 7.5 % of it as margin, in total
+    assert config.min_interval_s + config.margin_s == pytest.approx(0.215)
+    fig = binding_limit(config, endpoints=["tracks", "audio_features"])
+    # the spacing binds, 7 % under the told rate: the price of the jitter margin
+    assert fig["binding_limit"] == "spacing at the told rate 0.215 s"
+    assert fig["binding_rate_per_min"] == pytest.approx(279.07)
+    assert fig["limits_per_min"]["told rate"] == 300
+
+
+def test_told_rate_survives_replace_and_explicit_limits_still_win() -> None:
+    told = Settings(rate_limit=120).replace(window_s=4.0)
+    assert limiter_config(told).told_rate
+    explicit = Settings(
+        rate_limit=300, min_interval_s=0.5, endpoint_limits={"tracks": EndpointLimit()}
+    )
+    config = limiter_config(explicit)
+    assert config.min_interval_s == 0.5
+    assert "tracks" in config.endpoint_limits
+    assert binding_limit(config)["binding_limit"] == "endpoint recommendation"  # a seed
+    assert binding_limit(config, endpoints=["tracks"])["binding_limit"].startswith("spacing")
+
+
+def test_in_flight_bound_is_named_when_it_binds() -> None:
+    config = limiter_config(Settings(rate_limit=300))
+    fig = binding_limit(config, in_flight_limit=4, latency_s=2.0)
+    assert fig["binding_limit"] == "4 in flight x 2 s latency"
+    assert fig["binding_rate_per_min"] == 120

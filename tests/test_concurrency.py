@@ -1,0 +1,131 @@
+"""The in-flight controller: pure steps on plain numbers (``ConcurrencyController``), then
+wired into the limiter on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.api.concurrency import INITIAL_LIMIT, ConcurrencyController, ConcurrencyRules
+from tests.fakes import FakeClock, make_limiter
+
+
+def feed(c: ConcurrencyController, latency: float, rate_per_s: float, n: int = 40) -> None:
+    for _ in range(n):
+        c.on_answer(latency, c.limit, rate_per_s)
+
+
+def test_grows_to_littles_law_need_and_stays_below_the_cap() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=16))
+    assert c.limit == INITIAL_LIMIT
+    feed(c, latency=2.0, rate_per_s=5.0, n=200)  # need 5 x 2 x 1.5 + 2 = 17 -> cap 16
+    assert c.limit == 16
+    c2 = ConcurrencyController(ConcurrencyRules(cap=16))
+    feed(c2, latency=0.4, rate_per_s=5.0, n=200)  # need ceil(3) + 2 = 5
+    assert c2.limit == 5
+
+
+def test_follows_a_lower_need_down() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=12)
+    feed(c, latency=0.03, rate_per_s=5.0, n=40)  # a fast server: 0.15 in flight needed
+    assert c.limit == 3
+
+
+def test_backs_off_when_latency_rises_with_load_and_then_probes_by_one() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=32), initial=8)
+    feed(c, latency=1.0, rate_per_s=50.0, n=24)  # baseline 1 s, need 77: slow start to the cap
+    assert c.limit == 32
+    while c.cuts == 0:  # the server queues: latency doubles
+        c.on_answer(2.0, 32, 50.0)
+    cut = c.limit
+    assert 16 <= cut <= 23  # 32 x 1.1 / ratio, the ratio between 1.5 and 2
+    assert c.ceiling == cut
+    feed(c, latency=2.0, rate_per_s=50.0, n=32)  # sent before the cut: not judged again
+    assert (c.limit, c.cuts) == (cut, 1)
+    while c.limit == cut:  # calm again
+        c.on_answer(1.0, cut, 50.0)
+    assert c.limit == cut + 1  # a probe: one step above the ceiling
+
+
+def test_429s_above_a_concurrency_level_are_blamed_on_concurrency() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
+    for n in (1, 2, 3, 4) * 5:
+        c.on_answer(0.5, n, 10.0)  # answered at 1..4 in flight
+    assert c.on_429(5)  # first 429 at 5 in flight: too many concurrent requests
+    assert (c.limit, c.ceiling, c.concurrency_429) == (4, 4, 1)
+
+
+def test_429s_spread_over_the_usual_levels_are_the_rates() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
+    for _ in range(30):
+        c.on_answer(0.5, 1, 10.0)
+    assert not c.on_429(1)  # a fast server: one in flight, a 429: the rate is too high
+    for _ in range(50):
+        c.on_answer(2.0, 10, 5.0)
+    for n in range(1, 10):
+        c.on_answer(2.0, n, 5.0)
+    assert not c.on_429(10)  # 10 in flight has worked 50 times: this one is the rate's
+
+
+def test_disabled_keeps_the_cap() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=6, enabled=False), initial=2)
+    feed(c, latency=0.01, rate_per_s=1.0)
+    assert c.limit == 6
+    assert not c.on_429(6)
+
+
+def test_learned_start_is_bounded_by_the_cap() -> None:
+    assert ConcurrencyController(ConcurrencyRules(cap=8), initial=40).limit == 8
+    with pytest.raises(ValueError):
+        ConcurrencyController(ConcurrencyRules(cap=0))
+
+
+def test_limiter_admits_up_to_the_learned_limit_and_reports_it() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(
+        clock, rate_per_window=6000, max_concurrency=16, adaptive_concurrency=True
+    )
+    held = [limiter.acquire("tracks") for _ in range(INITIAL_LIMIT)]
+    assert [p.in_flight for p in held] == [1, 2, 3, 4]
+    for p in held:  # slow answers at 100/s: the limit doubles towards the cap
+        limiter.on_response("tracks", 200, started_at=p.started_at, latency_s=2.0, in_flight=4)
+        p.release()
+    for _ in range(4):
+        p = limiter.acquire("tracks")
+        limiter.on_response("tracks", 200, latency_s=2.0, in_flight=4)
+        p.release()
+    stats = limiter.stats()
+    assert stats["concurrency_limit"] == 16  # 4 -> 8 -> 16 (the cap), every 4 answers
+    assert stats["latency_median_s"] == 2.0
+    assert [n for _, n in stats["concurrency_timeline"]] == [4, 8, 16]
+    more = [limiter.acquire("tracks") for _ in range(16)]
+    assert limiter.stats()["in_flight"] == 16
+    for p in more:
+        p.release()
+
+
+def test_a_concurrency_429_does_not_cut_the_rate() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(
+        clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
+    )
+    for n in (1, 2, 3, 4) * 5:
+        limiter.on_response("tracks", 200, latency_s=0.5, in_flight=n)
+    limiter.on_response("tracks", 429, 1.0, in_flight=5)
+    stats = limiter.stats()
+    assert stats["effective_rate"] == 600  # not halved
+    assert (stats["concurrency_limit"], stats["concurrency_429"], stats["count_429"]) == (4, 1, 1)
+    clock.advance(2.0)  # past the cool-down: a 429 now answers a request sent after it
+    limiter.on_response("tracks", 429, 1.0, in_flight=1)  # a 429 at one in flight
+    assert limiter.stats()["effective_rate"] == 300
+
+
+def test_above_a_429_ceiling_probes_only_within_the_429_budget() -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
+    for n in (1, 2, 3, 4) * 5:
+        c.on_answer(0.5, n, 10.0)
+    assert c.on_429(5)
+    assert c.limit == 4
+    feed(c, latency=0.5, rate_per_s=10.0, n=100)  # 120 answers: 2 429s would be > 1 %
+    assert c.limit == 4
+    feed(c, latency=0.5, rate_per_s=10.0, n=100)  # 220 answers: probes are affordable again
+    assert c.limit == 10  # and, with no 429 coming back, climb by one to the need (10)
