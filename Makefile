@@ -10,7 +10,7 @@ AF_VENV  := .venv-airflow
 AF_PY    := $(AF_VENV)/bin/python
 AF_STAMP := $(AF_VENV)/.installed
 
-.PHONY: venv test lint unit test-airflow demo bench clean redis-server
+.PHONY: venv test lint unit test-airflow demo bench bench-matrix clean redis-server tmux
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or PYTHON=...)"; exit 2; }
@@ -49,7 +49,21 @@ redis-server:
 	  fi; }
 	@command -v redis-server >/dev/null 2>&1 && redis-server --version || [ "$${CI:-}" != true ]
 
-unit: $(STAMP) redis-server
+# tests/test_terminal.py records the bars in a real terminal with tmux; same rule as redis-server.
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing tmux (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      tmux >/dev/null || exit 2; \
+	  elif [ "$${CI:-}" = true ]; then \
+	    echo "tmux missing and cannot be installed (need root + apt-get)"; exit 2; \
+	  else \
+	    echo "warning: tmux missing: the terminal-recording test will skip"; \
+	  fi; }
+
+unit: $(STAMP) redis-server tmux
 	$(PY) -m pytest
 
 # The DAG on a real Airflow 3: DagBag import, then `airflow dags test` against the simulator.
@@ -63,6 +77,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
+
+# the job as a user runs it (defaults + --rate-limit) vs the greedy client; QUICK=1: ~3-6 min
+bench-matrix: $(STAMP)
+	$(PY) -m tests.benchmarks.matrix $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .venv-airflow data/state data/output data/demo

@@ -239,3 +239,41 @@ def test_unknown_stage_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="unknown stage"):
         nightly_enrich.run_nightly(date(2026, 11, 20), stages=["resolv"], input="x.parquet")
+
+
+# -- issue 12: the plan on --dry-run, the date checked before any file exists --------------
+
+
+def real_job_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECCOBEATS_")}
+    env.update(
+        {
+            "RECCOBEATS_STATE_DIR": str(tmp_path / "state"),
+            "RECCOBEATS_LOG_DIR": str(tmp_path / "logs"),
+            "RECCOBEATS_OUTPUT_DIR": str(tmp_path / "out"),
+            "RECCOBEATS_INPUT": str(REPO / "data" / "sample" / "tracks.parquet"),
+            "RECCOBEATS_BASE_URL": "http://127.0.0.1:9",  # never asked: a dry run
+            "PYTHON": sys.executable,
+        }
+    )
+    return env
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_wrapper(real_job_env(tmp_path), "--dry-run", "--date", "2026-11-20")
+    assert result.returncode == 0, result.stderr
+    assert "plan for 2026-11-20: 305 valid rows, 3 rejected" in result.stdout
+    assert "tracks" in result.stdout and "ETA" in result.stdout
+    for name in ("logs", "state", "out"):
+        assert not (tmp_path / name).exists(), name  # no log file, no lock, no state
+
+
+@pytest.mark.parametrize("bad", ["2026-13-45", "2026-02-30", "20261120"])
+def test_an_impossible_date_is_refused_before_a_log_file_exists(
+    cron_env: dict[str, str], tmp_path: Path, bad: str
+) -> None:
+    result = run_wrapper(cron_env, "--date", bad)
+    assert result.returncode == EXIT_USAGE
+    assert f"got '{bad}'" in result.stderr
+    assert not (tmp_path / "logs").exists()
+    assert calls(cron_env) == []

@@ -14,6 +14,7 @@ Log records never break a bar: the CLI routes them through ``tqdm.write``
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,8 +61,11 @@ class RunProgress:
             for w in works
         }
 
-    def chunk_done(self, work: Any, *, failed: bool) -> None:
-        """A chunk of ``work`` was recorded (or failed after its retries)."""
+    def chunk_done(self, work: Any, *, failed: bool, stopped: bool = False) -> None:
+        """A chunk of ``work`` was recorded (or failed after its retries; ``stopped``: it
+        ended early on the stop signal and counts as neither)."""
+        if stopped:
+            return
         self._done[id(work)] += 1
         self._failed[id(work)] += int(failed)
         bar = self._bars[id(work)]
@@ -76,25 +80,37 @@ class RunProgress:
             self._overall.update(done - self._overall.n)
 
     def close(self) -> list[str]:
-        """Turn every bar into its finished line; return those lines (also logged when there
-        is no terminal)."""
+        """Turn every bar into its finished line; return the stages' lines (logged instead
+        when there is no terminal).
+
+        Why bars are cleared and their final text written again: tqdm bars at nested
+        positions closed with ``leave=True`` overwrite each other's lines (and the next log
+        record lands in the middle of one). Clearing them all, then writing each final
+        state with ``tqdm.write``, leaves exactly one clean line per bar.
+        """
         lines = []
         wall = time.monotonic() - self._t0
+        finals: list[str] = []
         if not self._overall.disable and self._attempts is not None:
             done = self._attempts()
             self._overall.total = done
             self._overall.update(done - self._overall.n)
-        self._overall.close()
+            finals.append(str(self._overall))
         for work in self._works:
             bar = self._bars[id(work)]
             done, failed = self._done[id(work)], self._failed[id(work)]
-            line = finished_line(str(work.desc), done, failed, wall)
+            lines.append(finished_line(str(work.desc), done, failed, wall))
             bar.total = bar.n  # what was done is 100 %: no bar left "stuck at 81 %"
             bar.set_postfix_str("done" + (f", {failed} failed" if failed else ""), refresh=False)
-            bar.refresh()
+            if not bar.disable:
+                finals.append(str(bar))
+        for bar in [*reversed(self._bars.values()), self._overall]:
+            bar.leave = False
             bar.close()
-            lines.append(line)
-            if not self._enabled:
+        for text in finals:
+            tqdm.write(text, file=sys.stderr)
+        if not self._enabled:
+            for line in lines:
                 log.info("%s", line)
         return lines
 

@@ -1,0 +1,1 @@
+../../airflow_dags/reccobeats_enrichment.py

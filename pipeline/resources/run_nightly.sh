@@ -1,0 +1,1 @@
+../../jobs/cron/run_nightly.sh
