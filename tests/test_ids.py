@@ -11,6 +11,7 @@ import pytest
 from pipeline.io.spotify_ids import (
     MAX_ID_LENGTH,
     classify_spotify_track_id,
+    invalid_spotify_ids,
     normalise_ids,
     parse_spotify_track_id,
 )
@@ -111,6 +112,15 @@ def test_typed_non_string_series_rejects_every_value() -> None:
     assert reasons.tolist() == ["not a string (Int64)", "null id", "not a string (Int64)"]
     _, reasons = normalise_ids(pd.Series([1, 2], dtype="int64"))
     assert reasons.tolist() == ["not a string (int64)"] * 2
+
+
+def test_invalid_spotify_ids_helper() -> None:
+    """The registry's guard: only bare IDs pass, no spelling is normalised."""
+    assert invalid_spotify_ids([ID, "x", None, f"spotify:track:{ID}"]) == [
+        "x",
+        None,
+        f"spotify:track:{ID}",
+    ]
 
 
 def test_empty_series() -> None:

@@ -14,16 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import writer
+from pipeline.io import publish_local
 from pipeline.io.reader import read_input
-from pipeline.io.writer import (
+from pipeline.io.schemas import (
     FEATURE_COLUMNS,
     RECOMMENDATION_SCHEMA,
     TRACK_COLUMNS,
-    load_enriched,
     tracks_schema,
-    write_partition,
 )
+from pipeline.io.writer import load_enriched, write_partition
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tracks.parquet"
 D1, D2 = date(2024, 5, 1), date(2024, 5, 2)
@@ -216,7 +215,7 @@ def test_rerun_replaces_only_that_date(tmp_path: Path) -> None:
     assert set(back.loc[back["date"] == "2024-05-01", "status"]) == {"failed"}
     assert set(back.loc[back["date"] == "2024-05-02", "status"]) == {"ok"}
     assert names(tmp_path / "tracks") == ["date=2024-05-01", "date=2024-05-02"]
-    assert names(tmp_path / "tracks" / "date=2024-05-01") == ["part-0.parquet"]
+    assert names(tmp_path / "tracks" / "date=2024-05-01") == ["_manifest.json", "part-0.parquet"]
 
 
 def test_failure_before_swap_keeps_old_partition(
@@ -227,7 +226,7 @@ def test_failure_before_swap_keeps_old_partition(
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(writer.pq, "write_table", boom)
+    monkeypatch.setattr(publish_local.pq, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
         write_partition(tracks_frame(5), tmp_path, "tracks", D1, TRACKS)
     monkeypatch.undo()
@@ -238,21 +237,19 @@ def test_failure_before_swap_keeps_old_partition(
 def test_failure_during_swap_restores_old_partition(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The switch is one atomic step (``io/exchange.py``): when it fails, nothing moved."""
+    from pipeline.io import exchange
+
     write_partition(tracks_frame(3), tmp_path, "tracks", D1, TRACKS)
-    real_rename = os.rename
-    calls: list[str] = []
 
-    def flaky_rename(src: str | Path, dst: str | Path) -> None:
-        calls.append(Path(src).name)
-        if Path(src).name.startswith(".tmp-"):
-            raise OSError("rename failed")
-        real_rename(src, dst)
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError("rename failed")
 
-    monkeypatch.setattr(writer.os, "rename", flaky_rename)
+    monkeypatch.setattr(exchange, "exchange", failing)
+    monkeypatch.setattr(exchange.os, "replace", failing)
     with pytest.raises(OSError, match="rename failed"):
         write_partition(tracks_frame(5), tmp_path, "tracks", D1, TRACKS)
     monkeypatch.undo()
-    assert calls[0] == "date=2024-05-01"  # old moved aside first, then put back
     assert len(pd.read_parquet(tmp_path / "tracks")) == 3
     assert names(tmp_path / "tracks") == ["date=2024-05-01"]
 

@@ -47,6 +47,47 @@ def limit_lines(report: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def in_flight_steps(starts: list[float], latencies: list[float]) -> tuple[list[float], list[int]]:
+    """Requests in flight over time, from each attempt's start and latency (a step line)."""
+    events = sorted(
+        [(s, 1) for s in starts] + [(s + lat, -1) for s, lat in zip(starts, latencies, strict=True)]
+    )
+    xs, ys, n = [0.0], [0], 0
+    for t, d in events:
+        n += d
+        xs.append(t)
+        ys.append(n)
+    return xs, ys
+
+
+def _in_flight_panel(
+    ax: Any, report: Mapping[str, Any], starts: list[float], latencies: list[float], end: float
+) -> None:
+    """In flight vs the in-flight limit in force, and latency over time: which bound held.
+
+    In flight at the limit with flat latency: the limit bound (raise max_concurrency). At
+    the limit with latency rising: the server is saturated. Below the limit: the rate bound.
+    """
+    xs, ys = in_flight_steps(starts, latencies)
+    ax.step(xs, ys, where="post", color="#4C72B0", lw=1.0, label="in flight")
+    limiter = report.get("limiter") or {}
+    steps = limiter.get("concurrency_timeline") or []
+    if steps:
+        lx = [float(t) for t, _ in steps] + [end]
+        ly = [int(n) for _, n in steps] + [int(steps[-1][1])]
+        ax.step(lx, ly, where="post", color="#2CA02C", ls="--", lw=1.4, label="in-flight limit")
+    ax.set_ylabel("requests in flight")
+    ax.set_xlim(0, end)
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    if starts:
+        twin.plot(starts, latencies, ".", color="#DD8452", ms=2, alpha=0.6, label="latency")
+    twin.set_ylabel("latency s (dots, by start)")
+    lines, labels = ax.get_legend_handles_labels()
+    tl, tlab = twin.get_legend_handles_labels()
+    ax.legend(lines + tl, labels + tlab, loc="upper right", fontsize=8)
+
+
 def plot_report(report: Mapping[str, Any], png_path: Path | str) -> Path:
     """Draw ``report`` (a run report dict) to ``png_path``; returns the path."""
     plt = _pyplot()
@@ -62,9 +103,10 @@ def plot_report(report: Mapping[str, Any], png_path: Path | str) -> Path:
     n_bins = max(1, math.ceil(duration / bin_s))
     edges = [i * bin_s for i in range(n_bins + 1)]
 
-    fig, (ax_rate, ax_lat) = plt.subplots(
-        2, 1, figsize=(11, 7.5), gridspec_kw={"height_ratios": [3, 2]}
+    fig, (ax_rate, ax_flight, ax_lat) = plt.subplots(
+        3, 1, figsize=(11, 10), gridspec_kw={"height_ratios": [3, 2, 2]}
     )
+    _in_flight_panel(ax_flight, report, starts, latencies, duration)
     groups = {
         "2xx": [s for s, st in zip(starts, statuses, strict=True) if st is not None and st < 300],
         "429": [s for s, st in zip(starts, statuses, strict=True) if st == 429],

@@ -11,10 +11,14 @@ text, a directory whose files disagree on a column's type.
 
 Decisions worth knowing:
 
-* A directory is read recursively: every ``*.parquet`` file whose path (relative to the
-  directory) has no component starting with ``.`` or ``_`` (Spark's ``_SUCCESS``,
-  temp files), in sorted path order. ``row_number`` follows that order, then file order.
+* A directory is read recursively: every Parquet file (recognised by content, so Spark's
+  ``part-00000`` and ``*.PARQUET`` count) whose path (relative to the directory) has no
+  component starting with ``.`` or ``_`` (Spark's ``_SUCCESS``, temp files) and is not a
+  ``*.crc`` sidecar, in sorted path order; other files are skipped with a warning naming
+  them. ``row_number`` follows that order, then file order.
   Hive directory names (``key=value``) are not turned into columns.
+* The input may be an object-store URI (``s3://bucket/exports/``): a prefix is read like
+  a directory (one LIST, one GET per file), an object like a file.
 * Schemas of several files are unified with Arrow's permissive promotion (int32+int64 ->
   int64, missing columns -> nulls); an incompatible column names the files involved.
 * Dictionary (pandas ``category``) columns are read as their value type, so files written
@@ -26,14 +30,17 @@ Decisions worth knowing:
   mapping is in ``InputBatch.renamed`` and ``InputBatch.id_column`` is the name after
   renaming (an input ID column called ``spotify_id`` becomes ``input_spotify_id``, while
   ``spotify_id`` is always the normalised bare ID).
-* pandas' unnamed index columns (``__index_level_N__``) are dropped; integer columns become
+* The ``playlist_id`` column (it groups seeds for recommendations) must be text or integer
+  (``check_playlist_column``, called before the first request); integers are grouped by
+  their decimal text. A struct, list, float... column is refused with one line.
+* pandas' unnamed index columns (``__index_level_N__`` that the file's pandas metadata
+  names as its index) are dropped; integer columns become
   pandas nullable integers (``Int64``...), so a null never turns an ID-like int into float.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,19 +48,24 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.io.input_files import (
+    list_input_files,
+    list_input_objects,
+    read_input_file,
+    unify_tables,
+)
 from pipeline.io.schemas import RESERVED_COLUMNS, nullable_types_mapper
 from pipeline.io.spotify_ids import normalise_ids
+from pipeline.io.storage import Storage, is_object_store, open_storage
 
 #: Tried in this order when no ``id_column`` is configured; exactly one may be present.
 ID_COLUMN_CANDIDATES = ("spotify_track_id", "track_id", "spotify_id", "uri", "url")
 ROW_NUMBER = "row_number"
 SPOTIFY_ID = "spotify_id"
 REASON = "reason"
-
-_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+PLAYLIST_ID = "playlist_id"
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ class InputBatch:
         RangeIndex.
     rejects: every input column converted to text + ``row_number`` + ``reason``.
     id_column: the ID column's name in ``rows``/``rejects`` (after renaming).
-    files: the Parquet files read, in ``row_number`` order.
+    files: the Parquet files read, in ``row_number`` order (URIs on object storage).
     schema: Arrow schema of the input columns as in ``rows`` (for ``tracks_schema``).
     renamed: input column -> new name, for input names the pipeline reserves.
     """
@@ -73,20 +85,24 @@ class InputBatch:
     rows: pd.DataFrame
     rejects: pd.DataFrame
     id_column: str
-    files: list[Path]
+    files: Sequence[Path | str]
     schema: pa.Schema
     renamed: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def total_rows(self) -> int:
-        return len(self.rows) + len(self.rejects)
 
-
-def read_input(path: Path, id_column: str | None = None) -> InputBatch:
-    """Read ``path`` (a Parquet file or a directory of them) into an ``InputBatch``."""
-    path = Path(path)
-    files = _list_files(path)
-    table = _unify([_read_file(f) for f in files], files)
+def read_input(path: Path | str | Storage, id_column: str | None = None) -> InputBatch:
+    """Read ``path`` (a Parquet file or a directory of them, local or on object storage)
+    into an ``InputBatch``."""
+    if isinstance(path, Storage) or is_object_store(path):
+        store = open_storage(path)
+        files: list[Path | str] = list(list_input_objects(store))
+        path = store.uri()
+        tables = [read_input_file(f, store) for f in files]
+    else:
+        path = Path(path)
+        files = list(list_input_files(path))
+        tables = [read_input_file(f) for f in files]
+    table = unify_tables(tables, files)
     if table.num_rows == 0:
         raise InputError(f"no rows in {path}")
     source_id = _pick_id_column(table.schema.names, id_column, path)
@@ -102,84 +118,26 @@ def read_input(path: Path, id_column: str | None = None) -> InputBatch:
     return InputBatch(rows, rejects, id_name, files, schema, renamed)
 
 
-# -- files ----------------------------------------------------------------------------------
+def check_playlist_column(schema: pa.Schema, name: str = PLAYLIST_ID) -> None:
+    """``InputError`` unless ``name`` (when present) is text or integer.
 
-
-def _list_files(path: Path) -> list[Path]:
-    """The files to read: ``path`` itself, or the visible ``*.parquet`` files under it."""
-    if not path.exists():
-        raise InputError(f"input {path} does not exist")
-    if path.is_file():
-        return [path]
-    files = sorted(
-        p for p in path.rglob("*.parquet") if p.is_file() and not _hidden(p.relative_to(path).parts)
+    Checked before the first request: finding out in the recommendations stage would come
+    after the API budget is spent (``unhashable type`` on a struct or list value).
+    """
+    if name not in schema.names:
+        return
+    typ = schema.field(name).type
+    if _is_text(typ) or pa.types.is_integer(typ) or pa.types.is_null(typ):
+        return
+    raise InputError(
+        f"column {name!r} has type {typ}; expected text or integers (one playlist ID per row)"
     )
-    if not files:
-        raise InputError(f"no Parquet files (*.parquet) in directory {path}")
-    return files
-
-
-def _hidden(parts: Iterable[str]) -> bool:
-    return any(part.startswith((".", "_")) for part in parts)
-
-
-def _read_file(file: Path) -> pa.Table:
-    """One file as an Arrow table, normalised so that files of one export unify."""
-    try:
-        table = pq.read_table(file)
-    except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{file} is not a readable Parquet file: {detail}") from None
-    names = table.schema.names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"{file} has duplicate column names {dupes}")
-    # pandas metadata would restore indexes/dtypes of another era: plain columns only.
-    table = table.replace_schema_metadata(None)
-    table = table.drop_columns([n for n in names if _PANDAS_INDEX.fullmatch(n)])
-    return _decode_dictionaries(table)
-
-
-def _decode_dictionaries(table: pa.Table) -> pa.Table:
-    for i, fld in enumerate(table.schema):
-        if pa.types.is_dictionary(fld.type):
-            col = table.column(i).cast(fld.type.value_type)
-            table = table.set_column(i, fld.with_type(fld.type.value_type), col)
-    return table
-
-
-def _unify(tables: list[pa.Table], files: list[Path]) -> pa.Table:
-    """Concatenate the files' tables under one schema, or say which column disagrees."""
-    if len(tables) == 1:
-        return tables[0]
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        message = _describe_conflict(tables, files) or f"cannot combine input files: {exc}"
-        raise InputError(message) from None
-
-
-def _describe_conflict(tables: list[pa.Table], files: list[Path]) -> str | None:
-    names = dict.fromkeys(n for t in tables for n in t.schema.names)
-    for name in names:
-        typed = [
-            (f, t.schema.field(name))
-            for f, t in zip(files, tables, strict=True)
-            if name in t.schema.names
-        ]
-        try:
-            pa.unify_schemas([pa.schema([fld]) for _, fld in typed], promote_options="permissive")
-        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            shown = ", ".join(f"{f.name}: {fld.type}" for f, fld in typed[:6])
-            more = f" (+{len(typed) - 6} more)" if len(typed) > 6 else ""
-            return f"column {name!r} has incompatible types across input files: {shown}{more}"
-    return None
 
 
 # -- columns --------------------------------------------------------------------------------
 
 
-def _pick_id_column(names: list[str], configured: str | None, path: Path) -> str:
+def _pick_id_column(names: list[str], configured: str | None, path: Path | str) -> str:
     accepted = ", ".join(ID_COLUMN_CANDIDATES)
     if configured is not None:
         if configured not in names:

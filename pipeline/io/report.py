@@ -1,20 +1,47 @@
-"""The run report: one JSON file per run plus a short human summary.
+"""The run report: ``RunReport`` (what ``run_job`` returns), its JSON file per run
+(``<output>/runs/<run_id>.json``, local or on object storage) and a short human summary.
 
-The figures are the ones a user tunes with (design.md section 6): requests per endpoint,
-429s and cool-down, cache/registry hit rates, latency, peak in-flight, and the wall time
-against the floor ``C / R`` that the rate limit imposes.
+One module for the report's shape, building, writing and formatting, so a field is added in
+one place. The figures are the ones a user tunes with (design.md section 6): requests per
+endpoint, 429s and cool-down, cache/registry hit rates, latency, peak in-flight, the wall
+time against the floor ``C / R`` that the rate limit imposes, and, when state or outputs
+live on object storage, the list/get/put/delete/head operations per root.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import Settings
-from pipeline.state.statedir import atomic_write_json
+from pipeline.config import limiter_config
+from pipeline.io.atomic import atomic_write_json, json_bytes
+from pipeline.io.run_schema import SCHEMA_VERSION
+from pipeline.io.run_schema import load_report as _load_validated
+from pipeline.io.storage import KINDS as OP_KINDS
+from pipeline.io.storage import LocalStorage, Storage
+from pipeline.settings import EndpointLimit, Settings
+
+
+@dataclass
+class RunReport:
+    """What a run did; ``figures`` is the JSON written to ``<output>/runs/<run_id>.json``."""
+
+    run_id: str
+    run_date: date
+    status: str  # ok | partial | dry_run
+    exit_code: int
+    report_path: Path | str | None  # a URI when the output is on object storage
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def summary(self) -> str:
+        return summary_text(self.figures)
 
 
 def endpoint_rate_per_s(
@@ -23,11 +50,13 @@ def endpoint_rate_per_s(
     """The highest steady rate (req/s) the configured limits allow on ``endpoint``.
 
     Rates are per minute whatever ``window_s`` is (the limiter scales them to the window).
+    The limits are the limiter's (``limiter_config``: the told-rate rule applies).
     """
+    config = limiter_config(settings)
     limits = [(global_rate or settings.rate_limit) / 60.0]
-    if settings.min_interval_s > 0:
-        limits.append(1.0 / settings.min_interval_s)
-    ep = settings.endpoint_limit(endpoint)
+    if config.min_interval_s > 0:
+        limits.append(1.0 / (config.min_interval_s + config.margin_s))
+    ep = config.endpoint_limits.get(endpoint, EndpointLimit())
     if ep.rate_per_min is not None:
         limits.append(ep.rate_per_min / 60.0)
     if ep.min_interval_s > 0:
@@ -35,23 +64,29 @@ def endpoint_rate_per_s(
     return min(limits)
 
 
-def floor_seconds(calls: Mapping[str, int], settings: Settings) -> float:
-    """``sum(C_e / R_e)``: stages run one after another, each at its endpoint's rate."""
-    return sum(n / endpoint_rate_per_s(settings, ep) for ep, n in calls.items() if n)
+def floor_seconds(
+    calls: Mapping[str, int], settings: Settings, global_rate: float | None = None
+) -> float:
+    """``sum(C_e / R_e)``: each endpoint's calls at the rate its limits allow.
+
+    ``global_rate`` (per minute) stands for the configured one, e.g. a lower learned rate.
+    """
+    return sum(n / endpoint_rate_per_s(settings, ep, global_rate) for ep, n in calls.items() if n)
 
 
 def limit_figures(settings: Settings, limiter: Mapping[str, Any]) -> dict[str, Any]:
     """The configured global limit (and the learned one) in the units a plot needs."""
+    gap = limiter_config(settings).min_interval_s
     max_rate = settings.rate_limit / 60.0
-    if settings.min_interval_s > 0:
-        max_rate = min(max_rate, 1.0 / settings.min_interval_s)
+    if gap > 0:
+        max_rate = min(max_rate, 1.0 / gap)
     window = float(limiter.get("window_s") or settings.window_s)
     learned = limiter.get("effective_rate")
     return {
         "rate_per_min": settings.rate_limit,
         "window_s": settings.window_s,
         "rate_per_window": settings.rate_limit * settings.window_s / 60.0,
-        "min_interval_s": settings.min_interval_s,
+        "min_interval_s": gap,
         "max_rate_per_s": round(max_rate, 6),
         "learned_rate_per_s": round(float(learned) / window, 6) if learned else None,
         "adaptive": settings.adaptive,
@@ -78,7 +113,7 @@ def build_report(
     calls_needed = {ep: int(v.get("successes", 0)) for ep, v in endpoints.items()}
     attempts = sum(int(v.get("attempts", 0)) for v in endpoints.values())
     floor = floor_seconds(calls_needed, settings)
-    report: dict[str, Any] = dict(base)
+    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **base}
     report.update(
         {
             "requests": {
@@ -112,10 +147,28 @@ def build_report(
     return report
 
 
-def write_report(report: Mapping[str, Any], output_dir: Path) -> Path:
-    path = output_dir / "runs" / f"{report['run_id']}.json"
+def write_report(report: Mapping[str, Any], output_dir: Path | Storage) -> Path | str:
+    """Write ``<output>/runs/<run_id>.json`` atomically; returns its path (or URI)."""
+    name = f"runs/{report['run_id']}.json"
+    if isinstance(output_dir, Storage) and not isinstance(output_dir, LocalStorage):
+        output_dir.write_bytes(name, json_bytes(dict(report)))
+        return output_dir.uri(name)
+    path = (output_dir.path() if isinstance(output_dir, LocalStorage) else output_dir) / name
     atomic_write_json(dict(report), path)
     return path
+
+
+def object_store_line(report: Mapping[str, Any]) -> str | None:
+    """``object store ops (list/get/put/delete/head): state 1/9/5/1/0, output 2/0/6/1/0``,
+    or ``None`` when the run kept everything on local disks."""
+    ops = report.get("object_store")
+    if not ops:
+        return None
+    parts = [
+        f"{root} " + "/".join(str(counts.get(k, 0)) for k in OP_KINDS)
+        for root, counts in ops.items()
+    ]
+    return "object store ops (" + "/".join(OP_KINDS) + "): " + ", ".join(parts)
 
 
 def _fmt_s(x: float | None) -> str:
@@ -126,8 +179,38 @@ def _fmt_rate(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
+def plan_text(report: Mapping[str, Any]) -> str:
+    """A dry run's plan: rows, IDs new/known, calls per endpoint and the ETA."""
+    ids, plan, rows = report.get("ids", {}), report.get("plan", {}), report.get("rows", {})
+    lines = [
+        f"plan for {report.get('run_date')}: {rows.get('valid', 0)} valid rows, "
+        f"{rows.get('rejected', 0)} rejected; {ids.get('distinct', 0)} distinct IDs: "
+        f"{ids.get('known', 0)} known, {ids.get('new', 0)} new"
+    ]
+    lines += [f"  {ep:<15} at most {n} calls" for ep, n in plan.get("calls_at_most", {}).items()]
+    lines.append(
+        f"  ETA at the configured limits: ~{plan.get('eta_s')} s (no request was made, "
+        "nothing was written)"
+    )
+    if plan.get("binding_limit"):
+        lines.append(binding_line(plan))
+    return "\n".join(lines)
+
+
+def binding_line(figures: Mapping[str, Any]) -> str:
+    """``binding limit: global gap 0.27 s = 222/min (of: rate 120/min, ...)``."""
+    limits = figures.get("limits_per_min") or {}
+    others = ", ".join(f"{k} {v:g}/min" for k, v in limits.items())
+    return (
+        f"  binding limit: {figures.get('binding_limit')} = "
+        f"{figures.get('binding_rate_per_min'):g}/min (limits: {others})"
+    )
+
+
 def summary_text(report: Mapping[str, Any]) -> str:
     """A few lines for stderr: what happened, and whether it was as fast as it could be."""
+    if report.get("status") == "dry_run":
+        return plan_text(report)
     ids = report.get("ids", {})
     req = report.get("requests", {})
     t = report.get("timing", {})
@@ -182,14 +265,30 @@ def summary_text(report: Mapping[str, Any]) -> str:
             c=t.get("configured_rate_per_min"),
         )
     )
+    limiter = report.get("limiter", {})
+    if limiter.get("binding_limit"):
+        lines.append(binding_line(limiter))
+        lines.append(
+            "  in flight: limit {lim} of cap {cap} (adaptive {ad}), latency median {m} s "
+            "(unloaded {b} s)".format(
+                lim=limiter.get("concurrency_limit"),
+                cap=limiter.get("concurrency_cap"),
+                ad="on" if limiter.get("adaptive_concurrency") else "off",
+                m=_fmt_s(limiter.get("latency_median_s")),
+                b=_fmt_s(limiter.get("latency_baseline_s")),
+            )
+        )
+    store_line = object_store_line(report)
+    if store_line:
+        lines.append(store_line)
     if report.get("report_path"):
         lines.append(f"report: {report['report_path']}")
     return "\n".join(lines)
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """The run report at ``path``, validated (``run_schema``): ``InputError`` if it is not one."""
+    return _load_validated(path)
 
 
 def ceil_div(a: int, b: int) -> int:

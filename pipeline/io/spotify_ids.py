@@ -25,6 +25,7 @@ Two entry points that agree on every input (the tests check it):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -42,7 +43,9 @@ REASON_MALFORMED = "malformed id"
 REASON_NOT_TRACK = "not a Spotify track id ({kind})"
 REASON_NOT_STRING = "not a string ({type})"
 
-_B62 = r"[0-9A-Za-z]{22}"
+#: A bare Spotify track ID: 22 characters of base62. The one definition of the pattern.
+SPOTIFY_ID_PATTERN = r"[0-9A-Za-z]{22}"
+_B62 = SPOTIFY_ID_PATTERN
 _HOST = r"(?:(?i:https?)://)?(?i:open\.spotify\.com)/(?:intl-[A-Za-z]{2}(?:[-_][A-Za-z]{2})?/)?"
 # One named group per spelling: RE2 (Arrow) and Python ``re`` report unmatched groups
 # differently ("" vs NaN), so ``normalise_ids`` folds them together whatever the backend.
@@ -87,6 +90,14 @@ def classify_spotify_track_id(value: Any) -> tuple[str | None, str | None]:
     if other:
         return None, REASON_NOT_TRACK.format(kind=other["uri_kind"] or other["url_kind"])
     return None, REASON_MALFORMED
+
+
+def invalid_spotify_ids(values: Iterable[object]) -> list[object]:
+    """The values that are not bare 22-char base62 Spotify IDs (vectorised; no spelling is
+    normalised here: a registry key must already be bare)."""
+    s = pd.Series(list(values), dtype=object)
+    ok = s.astype("string").str.fullmatch(SPOTIFY_ID_PATTERN).fillna(False).astype(bool)
+    return s[~ok.to_numpy()].tolist()
 
 
 def normalise_ids(series: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -1,15 +1,14 @@
 """Typed output datasets in atomic date partitions, and ``load_enriched`` to read them back.
 
 Layout: ``<output>/<dataset>/date=YYYY-MM-DD/part-0.parquet`` (hive-style), so
-``pd.read_parquet("<output>/tracks")`` just works and returns a ``date`` column.
+``pd.read_parquet("<output>/tracks")`` just works and returns a ``date`` column. The output
+may be a local directory or an object-store prefix (``s3://bucket/out``...); the layout is
+the same on both.
 
-Atomicity: a partition is written into a hidden sibling ``.tmp-date=...-<pid>-<uuid>/``
-(pyarrow's dataset discovery ignores names starting with ``.`` or ``_``), fsynced, then
-swapped in by renames: old partition -> ``.old-...``, new -> ``date=...``, old deleted.
-A reader therefore sees the old partition or the new one, never half a file; re-running a
-date replaces only that date. The swap is two renames, so for an instant the date is
-absent; a run killed in that instant leaves ``.old-`` behind, and the next write to the
-dataset renames it back (stale temp dirs of dead processes are removed at the same time).
+Atomicity: a reader sees a partition's old content or its new content, never half a file
+and never two runs' files; re-running a date replaces only that date. How depends on the
+storage: renames on a local disk (``publish_local.py``), one PUT per partition plus a
+commit marker on object storage (``publish_object.py``, which ``load_enriched`` honours).
 
 Why pandas metadata is written: Parquet has no "nullable int" distinction, and pandas
 turns an int64 column with nulls into float64 unless the file's pandas metadata says
@@ -25,10 +24,10 @@ pattern) and the run date (a ``date`` object) name directories.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
-import shutil
 import time
 import uuid
 from datetime import date, datetime
@@ -40,95 +39,115 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
+from pipeline.io.atomic import TEMP_SUFFIX, atomic_write
+from pipeline.io.contract import LOADED_AT_TYPE
+from pipeline.io.manifest import MANIFEST_FILE, check_manifest, manifest_bytes, partition_manifest
+from pipeline.io.publish_local import PART_FILE, STALE_AFTER_S, publish_local
+from pipeline.io.publish_object import committed_partitions, publish_object, read_committed
 from pipeline.io.reader import ROW_NUMBER
-from pipeline.io.schemas import (
-    FEATURE_COLUMNS,
-    PARTITION_COLUMN,
-    RECOMMENDATION_SCHEMA,
-    STATUSES,
-    TRACK_COLUMNS,
-    TRACK_FIELDS,
-    nullable_types_mapper,
-    tracks_schema,
-)
-
-__all__ = [
-    "FEATURE_COLUMNS",
-    "RECOMMENDATION_SCHEMA",
-    "STATUSES",
-    "TRACK_COLUMNS",
-    "TRACK_FIELDS",
-    "load_enriched",
-    "partition_dir",
-    "tracks_schema",
-    "write_partition",
-]
-
-PART_FILE = "part-0.parquet"
-#: A temp dir of a live process younger than this is left alone (another writer's work).
-STALE_AFTER_S = 6 * 3600
+from pipeline.io.schemas import PARTITION_COLUMN, STATUSES, nullable_types_mapper
+from pipeline.io.storage import LocalStorage, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
+#: Where outputs go: a local directory, or a ``Storage`` (local or object store).
+Output = Storage | Path | str
+
 _DATASET = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
-_SIDE_DIR = re.compile(r"\.(tmp|old)-date=(\d{4}-\d{2}-\d{2})-(\d+)-[0-9a-f]{32}")
+
+
+def partition_name(dataset: str, run_date: date) -> str:
+    """``<dataset>/date=YYYY-MM-DD``; ``dataset`` must match ``[a-z][a-z0-9_]*``."""
+    if not _DATASET.fullmatch(dataset):
+        raise ValueError(f"dataset name {dataset!r} must match {_DATASET.pattern}")
+    return f"{dataset}/date={_as_date(run_date).isoformat()}"
 
 
 def partition_dir(output_dir: Path, dataset: str, run_date: date) -> Path:
-    """``<output>/<dataset>/date=YYYY-MM-DD``; ``dataset`` must match ``[a-z][a-z0-9_]*``."""
-    if not _DATASET.fullmatch(dataset):
-        raise ValueError(f"dataset name {dataset!r} must match {_DATASET.pattern}")
-    return Path(output_dir) / dataset / f"date={_as_date(run_date).isoformat()}"
+    """``<output>/<dataset>/date=YYYY-MM-DD`` of a local output dir."""
+    return Path(output_dir) / partition_name(dataset, run_date)
 
 
 def write_partition(
     data: pd.DataFrame | pa.Table,
-    output_dir: Path,
+    output_dir: Output,
     dataset: str,
     run_date: date,
     schema: pa.Schema,
-) -> Path:
+    *,
+    run_id: str | None = None,
+) -> Path | str:
     """Replace the ``run_date`` partition of ``dataset`` with ``data`` conformed to ``schema``.
+
+    A manifest (``io/manifest.py``: run id, rows, schema fingerprint) is published with the
+    data, and ``load_enriched`` checks every partition against it.
 
     Columns of ``schema`` missing from ``data`` are written as nulls; columns of ``data``
     not in ``schema`` raise ``ValueError`` (a typo must not silently drop data). Returns
-    the partition directory.
+    the partition directory (a ``Path``), or its URI on object storage.
     """
-    final = partition_dir(output_dir, dataset, run_date)
+    name = partition_name(dataset, run_date)
     table = _conform(data, schema)
     if dataset == "tracks":
         _check_statuses(table)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover_stale(final.parent)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        pq.write_table(table, tmp / PART_FILE)
-        _fsync(tmp / PART_FILE)
-        _fsync(tmp)
-        _swap_in(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
-    return final
+    store = _storage(output_dir)
+    content = partition_manifest(table, dataset=dataset, run_date=run_date, run_id=run_id)
+    if isinstance(store, LocalStorage):
+        final = partition_dir(store.root, dataset, run_date)
+        publish_local(table, final, {MANIFEST_FILE: manifest_bytes(content)})
+        return final
+    return publish_object(table, store, name, content)
 
 
-def check_output_dir(output_dir: Path) -> None:
+def check_output_dir(output_dir: Output) -> None:
     """Create ``output_dir`` and prove it is writable, or raise ``ConfigError``.
 
     The job calls this before any request: finding out at publish time would throw away a
-    whole run's API budget (and surfaced as a traceback).
+    whole run's API budget (and surfaced as a traceback). On object storage the probe is
+    one PUT and one DELETE, so missing credentials or a missing bucket show here too.
     """
-    path = Path(output_dir)
+    store = _storage(output_dir)
+    probe = f".write-probe-{os.getpid()}-{uuid.uuid4().hex}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
+        if isinstance(store, LocalStorage):
+            store.root.mkdir(parents=True, exist_ok=True)
+        store.write_bytes(probe, b"")
+        store.delete([probe])
+    except (OSError, ValueError) as exc:
+        detail = getattr(exc, "strerror", None) or exc
         raise ConfigError(
-            f"setting 'output_dir': cannot write to output dir {path}: {exc.strerror or exc}"
+            f"setting 'output_dir': cannot write to output dir {store.uri()}: {detail}"
         ) from None
+
+
+def sweep_stale_temp_files(output_dir: Output) -> list[Path]:
+    """Delete hidden temp files a killed run left beside the run reports and rejects.
+
+    Readers already ignore them (dot-names); this keeps them from piling up. Only files
+    older than ``STALE_AFTER_S`` go: a younger one may be another run's write in progress.
+    Object storage has no temp files (a PUT is atomic), so there is nothing to sweep.
+    """
+    store = _storage(output_dir)
+    if not isinstance(store, LocalStorage):
+        return []
+    root = store.root
+    candidates = [
+        *root.glob(f"runs/.*{TEMP_SUFFIX}"),
+        *root.glob(f"rejects/date=*/.*{TEMP_SUFFIX}"),
+        *root.glob("rejects/date=*/.*.tmp-*"),  # the name older versions used
+    ]
+    removed = []
+    for path in candidates:
+        try:
+            if path.is_file() and time.time() - path.stat().st_mtime > STALE_AFTER_S:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:
+            log.warning("cannot remove stale temp file %s: %s", path, exc)
+    if removed:
+        log.info("removed %d temp file(s) left by killed runs under %s", len(removed), root)
+    return removed
 
 
 # -- conforming data to the schema ----------------------------------------------------------
@@ -176,91 +195,69 @@ def _check_statuses(table: pa.Table) -> None:
         raise ValueError(f"unknown status {bad[0].as_py()!r}; expected one of {STATUSES}")
 
 
-# -- swapping and recovery ------------------------------------------------------------------
+# -- rejects --------------------------------------------------------------------------------
 
 
-def _swap_in(new: Path, final: Path) -> None:
-    """Rename ``new`` to ``final``, moving an existing ``final`` aside first."""
-    old: Path | None = None
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex}"
-        os.rename(final, old)
-    try:
-        os.rename(new, final)
-    except BaseException:
-        if old is not None:
-            os.rename(old, final)  # the old partition stays the published one
-        raise
-    _fsync(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def rejects_path(output_dir: Path, run_date: date) -> Path:
+    """``<output>/rejects/date=YYYY-MM-DD/part-0.parquet`` (built from the date only; the
+    same file name as every dataset's partition, issue 12)."""
+    return Path(output_dir) / _rejects_name(run_date)
 
 
-def sweep_stale_temp_files(output_dir: Path) -> list[Path]:
-    """Delete hidden temp files a killed run left beside the run reports and rejects.
+def _rejects_name(run_date: date) -> str:
+    return f"rejects/date={run_date.isoformat()}/{PART_FILE}"
 
-    Readers already ignore them (dot-names); this keeps them from piling up. Only files
-    older than ``STALE_AFTER_S`` go: a younger one may be another run's write in progress.
+
+def write_rejects(rejects: pd.DataFrame, path: Output, run_date: date | None = None) -> Path | str:
+    """Write ``rejects`` atomically, replacing the target.
+
+    ``write_rejects(rejects, file)`` writes the local ``file``; ``write_rejects(rejects,
+    output, run_date)`` writes ``rejects/date=YYYY-MM-DD/part-0.parquet`` under ``output``
+    (a local dir or a ``Storage``). Every column is text except ``row_number`` (int64); an
+    empty frame still writes a file, so "no rejects today" is distinguishable from "the
+    job did not run". Returns the file written (a ``Path``, or a URI on object storage).
     """
-    root = Path(output_dir)
-    candidates = [*root.glob("runs/.*.tmp"), *root.glob("rejects/date=*/.*.tmp-*")]
-    removed = []
-    for path in candidates:
-        try:
-            if path.is_file() and time.time() - path.stat().st_mtime > STALE_AFTER_S:
-                path.unlink()
-                removed.append(path)
-        except OSError as exc:
-            log.warning("cannot remove stale temp file %s: %s", path, exc)
-    if removed:
-        log.info("removed %d temp file(s) left by killed runs under %s", len(removed), root)
-    return removed
+    schema = pa.schema([pa.field(c, _rejects_type(c)) for c in rejects.columns])
+    table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
+    if run_date is None:
+        target = Path(path) if not isinstance(path, Storage) else Path(path.uri())
+        atomic_write(target, lambda f: pq.write_table(table, f))
+        return target
+    store = _storage(path)
+    name = _rejects_name(run_date)
+    if isinstance(store, LocalStorage):
+        target = rejects_path(store.root, run_date)
+        atomic_write(target, lambda f: pq.write_table(table, f))
+        return target
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.write_bytes(name, buf.getvalue())
+    return store.uri(name)
 
 
-def recover_stale(dataset_dir: Path) -> None:
-    """Undo what killed writers left: restore a missing partition from its ``.old-`` copy,
-    delete abandoned ``.tmp-``/``.old-`` dirs. Dirs of live processes younger than
-    ``STALE_AFTER_S`` are another writer's work in progress and are left alone."""
-    if not dataset_dir.is_dir():
-        return
-    side = []
-    for entry in dataset_dir.iterdir():
-        match = _SIDE_DIR.fullmatch(entry.name)
-        if match and entry.is_dir() and _is_stale(entry, int(match[3])):
-            side.append((entry.stat().st_mtime, match[1], match[2], entry))
-    for _mtime, kind, day, entry in sorted(side, reverse=True):  # newest .old wins
-        final = dataset_dir / f"date={day}"
-        if kind == "old" and not final.exists():
-            os.rename(entry, final)
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
-    if side:
-        _fsync(dataset_dir)
-
-
-def _is_stale(entry: Path, pid: int) -> bool:
-    if time.time() - entry.stat().st_mtime > STALE_AFTER_S:
-        return True
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return True
-    except PermissionError:
-        return False  # alive, owned by someone else
-    return False
+def _rejects_type(column: str) -> pa.DataType:
+    # The contract's rejects (io/contract.py) carry a load timestamp; all else is text.
+    if column == ROW_NUMBER:
+        return pa.int64()
+    return LOADED_AT_TYPE if column == "loaded_at" else pa.string()
 
 
 # -- reading back ---------------------------------------------------------------------------
 
 
 def load_enriched(
-    output_dir: Path | str,
+    output_dir: Output,
     date: date | str | None = None,
     dataset: str = "tracks",
+    *,
+    storage_options: dict[str, object] | None = None,
 ) -> pd.DataFrame:
     """One date (or every date, ``date=None``) of ``dataset`` with documented dtypes.
+
+    ``output_dir`` is a local directory or an object-store URI (``s3://bucket/out``); for
+    an S3-compatible server set ``AWS_ENDPOINT_URL`` or pass
+    ``storage_options={"endpoint_url": ...}``. On object storage each partition is read
+    through its commit marker, so a publish in progress is never half seen.
 
     Partitions are read one by one and combined with Arrow's permissive promotion, so days
     whose inputs had different extra columns still load (missing values are nulls); plain
@@ -270,31 +267,64 @@ def load_enriched(
     dtype ``datetime64[ns]`` (midnight of the partition date). Raises ``FileNotFoundError``
     when the date or dataset has no partition.
     """
-    root = Path(output_dir) / dataset
+    endpoint = (storage_options or {}).get("endpoint_url")
+    store = open_storage(output_dir, s3_endpoint_url=str(endpoint) if endpoint else None)
     if date is None:
-        parts = sorted(
-            p for p in root.glob("date=*") if p.is_dir() and _PARTITION.fullmatch(p.name)
-        )
+        parts = [p for p in _partitions(store, dataset) if _PARTITION.fullmatch(p.split("/")[-1])]
         if not parts:
-            raise FileNotFoundError(f"no date partitions under {root}")
+            raise FileNotFoundError(f"no date partitions under {store.uri(dataset)}")
     else:
-        parts = [partition_dir(Path(output_dir), dataset, _as_date(date))]
-        if not parts[0].is_dir():
-            raise FileNotFoundError(f"no partition {parts[0]}")
-    tables = [_read_partition(p) for p in parts]
+        parts = [partition_name(dataset, _as_date(date))]
+    tables = [_read_partition(store, p) for p in parts]
     table = (
         tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
     )
     return _to_frame(table)
 
 
-def _read_partition(part: Path) -> pa.Table:
-    files = sorted(p for p in part.glob("*.parquet") if not p.name.startswith((".", "_")))
-    table = pa.concat_tables(
-        [pq.read_table(f).replace_schema_metadata(None) for f in files],
-        promote_options="permissive",
-    )
-    day = _as_date(part.name.removeprefix("date="))
+def published_ok_ids(
+    output_dir: Output, run_date: date, dataset: str = "tracks"
+) -> set[str] | None:
+    """Spotify IDs of the rows of status ``ok`` in the published ``run_date`` partition
+    (None: nothing published).
+
+    Publish reads this before it replaces a partition, so a run that fetched less (the API
+    down, a wrong URL) never overwrites rows a better run enriched, unless forced (issue 12).
+    """
+    try:
+        table = _read_partition(_storage(output_dir), partition_name(dataset, run_date))
+    except FileNotFoundError:
+        return None
+    if not {"status", "spotify_id"} <= set(table.column_names):
+        return None
+    ok = table.filter(pc.equal(table.column("status"), "ok")).column("spotify_id")
+    return {str(x) for x in ok.to_pylist() if x is not None}
+
+
+def _partitions(store: Storage, dataset: str) -> list[str]:
+    if isinstance(store, LocalStorage):
+        root = store.path(dataset)
+        return sorted(f"{dataset}/{p.name}" for p in root.glob("date=*") if p.is_dir())
+    return committed_partitions(store, dataset)
+
+
+def _read_partition(store: Storage, part: str) -> pa.Table:
+    if isinstance(store, LocalStorage):
+        path = store.path(part)
+        if not path.is_dir():
+            raise FileNotFoundError(f"no partition {path}")
+        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        table = pa.concat_tables(
+            [pq.read_table(f).replace_schema_metadata(None) for f in files],
+            promote_options="permissive",
+        )
+    else:
+        table = read_committed(store, part)
+    if isinstance(store, LocalStorage):  # on object storage read_committed checks the marker
+        manifest = store.path(part) / MANIFEST_FILE
+        raw = manifest.read_bytes() if manifest.is_file() else None
+        check_manifest(raw, table, store.uri(part))
+    day = _as_date(part.rsplit("/", 1)[-1].removeprefix("date="))
     return table.append_column(PARTITION_COLUMN, pa.array([day] * table.num_rows, pa.date32()))
 
 
@@ -310,6 +340,10 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
 # -- helpers --------------------------------------------------------------------------------
 
 
+def _storage(output: Output) -> Storage:
+    return open_storage(output)
+
+
 def _as_date(value: date | str) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -321,41 +355,3 @@ def _as_date(value: date | str) -> date:
         except ValueError:
             raise ValueError(f"date {value!r} is not YYYY-MM-DD") from None
     raise TypeError(f"expected a date, got {type(value).__name__}")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def rejects_path(output_dir: Path, run_date: date) -> Path:
-    """``<output>/rejects/date=YYYY-MM-DD/rejects.parquet`` (built from the date only)."""
-    return Path(output_dir) / "rejects" / f"date={run_date.isoformat()}" / "rejects.parquet"
-
-
-def write_rejects(rejects: pd.DataFrame, path: Path, run_date: date | None = None) -> Path:
-    """Write ``rejects`` atomically (temp file + fsync + rename), replacing the target.
-
-    ``write_rejects(rejects, file)`` writes ``file``; ``write_rejects(rejects, output_dir,
-    run_date)`` writes ``rejects_path(output_dir, run_date)``. Every column is text except
-    ``row_number`` (int64); an empty frame still writes a file, so "no rejects today" is
-    distinguishable from "the job did not run". Returns the file written.
-    """
-    path = Path(path) if run_date is None else rejects_path(Path(path), run_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema(
-        [pa.field(c, pa.int64() if c == ROW_NUMBER else pa.string()) for c in rejects.columns]
-    )
-    table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # hidden from readers
-    try:
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
-    return path

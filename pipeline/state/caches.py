@@ -8,20 +8,22 @@ parameters and kept just under a day, so a nightly job gets fresh ones each nigh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipeline.api.fields import FEATURE_COLUMNS
 from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
-from pipeline.settings import Settings
+from pipeline.clock import Clock, utc_now
+from pipeline.config import TtlConfig
+from pipeline.io.storage import Storage, open_storage
 from pipeline.state.registry import FOUND, MISSING, IdRegistry
-from pipeline.state.ttl_table import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
+from pipeline.state.ttl_columns import CHECKED_AT_TYPE
+from pipeline.state.ttl_table import TableBacked, TtlTable
 
 TRACKS_FILE = "tracks.parquet"
 FEATURES_FILE = "features.parquet"
@@ -30,8 +32,9 @@ EMPTY = "empty"  # a recommendation request that returned no tracks
 
 _STRINGS = pa.list_(pa.string())
 
-#: A track as the API describes it (from ``/v1/track`` and recommendation responses alike).
-_TRACK_COLUMNS = [
+#: A track as the cache keeps it (from ``/v1/track`` and recommendation responses alike);
+#: not to be confused with ``io.schemas.TRACK_FIELDS``, the columns of the output dataset.
+CACHED_TRACK_FIELDS = [
     ("reccobeats_id", pa.string()),
     ("spotify_id", pa.string()),
     ("title", pa.string()),
@@ -43,7 +46,7 @@ _TRACK_COLUMNS = [
 ]
 
 TRACKS_SCHEMA = pa.schema(
-    [*_TRACK_COLUMNS, ("status", pa.string()), ("checked_at", CHECKED_AT_TYPE)]  # found
+    [*CACHED_TRACK_FIELDS, ("status", pa.string()), ("checked_at", CHECKED_AT_TYPE)]  # found
 )
 
 FEATURES_SCHEMA = pa.schema(
@@ -55,80 +58,50 @@ FEATURES_SCHEMA = pa.schema(
 RECOMMENDATIONS_SCHEMA = pa.schema(
     [
         ("request_key", pa.string()),
-        ("rank", pa.int32()),  # 1-based; null on the single row of an empty result
-        *_TRACK_COLUMNS,
+        ("rank", pa.int32()),  # 1-based; 0 on the single row of an empty result
+        *CACHED_TRACK_FIELDS,
         ("status", pa.string()),  # found | empty
         ("checked_at", CHECKED_AT_TYPE),
     ]
 )
 
 
-def tracks_cache(state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> TtlTable:
+StateRoot = Storage | Path | str  # a state dir, file:// URI or object-store prefix
+
+
+def tracks_cache(state_dir: StateRoot, ttl: TtlConfig, clock: Clock = utc_now) -> TtlTable:
     """Track metadata by ReccoBeats ID (``status`` is always ``found``)."""
-    ttl = {FOUND: timedelta(days=settings.tracks_ttl_days)}
-    return TtlTable(Path(state_dir) / TRACKS_FILE, "reccobeats_id", TRACKS_SCHEMA, ttl, clock)
+    store = open_storage(state_dir)
+    by_status = {FOUND: ttl.tracks}
+    return TtlTable(TRACKS_FILE, "reccobeats_id", TRACKS_SCHEMA, by_status, clock, store=store)
 
 
-def features_cache(state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> TtlTable:
+def features_cache(state_dir: StateRoot, ttl: TtlConfig, clock: Clock = utc_now) -> TtlTable:
     """Audio features by ReccoBeats ID; ``missing`` (API has none) uses the missing TTL."""
-    ttl = {
-        FOUND: timedelta(days=settings.features_ttl_days),
-        MISSING: timedelta(days=settings.registry_missing_ttl_days),
-    }
-    return TtlTable(Path(state_dir) / FEATURES_FILE, "reccobeats_id", FEATURES_SCHEMA, ttl, clock)
-
-
-def request_key(seeds: Iterable[str], **params: object) -> str:
-    """Canonical cache key of a recommendation request: ``'a,b,c|size=20'``.
-
-    Seeds are de-duplicated and sorted (the API does not care about their order); params
-    are sorted by name, ``None`` values dropped, so equal requests always share a key.
-    """
-    seed_part = ",".join(sorted(set(seeds)))
-    param_part = "&".join(
-        f"{name}={_param_text(value)}"
-        for name, value in sorted(params.items())
-        if value is not None
-    )
-    return f"{seed_part}|{param_part}"
-
-
-def _param_text(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    by_status = {FOUND: ttl.features, MISSING: ttl.registry_missing}
+    store = open_storage(state_dir)
+    return TtlTable(FEATURES_FILE, "reccobeats_id", FEATURES_SCHEMA, by_status, clock, store=store)
 
 
 class RecommendationCache(TableBacked):
     """Recommendation results, several rows per ``request_key`` (one per recommended track).
 
-    A multi-row ``TtlTable``: recording a result replaces every row of its key; a request
-    that returned nothing is cached as one ``empty`` row with null track fields, so it is
-    not asked again tonight either. Rows come back ordered by key (asked order) then rank.
+    A multi-row ``TtlTable``: putting a result replaces every row of its key; a request
+    that returned nothing is cached as one ``empty`` row with null track fields (see
+    ``rows_from_records.recommendation_rows``), so it is not asked again tonight either.
+    Rows come back ordered by key (asked order) then rank.
     """
 
-    def __init__(self, state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> None:
-        ttl = timedelta(hours=settings.recommendations_ttl_hours)
+    def __init__(self, state_dir: StateRoot, ttl: TtlConfig, clock: Clock = utc_now) -> None:
         self.table = TtlTable(
-            Path(state_dir) / RECOMMENDATIONS_FILE,
+            RECOMMENDATIONS_FILE,
             "request_key",
             RECOMMENDATIONS_SCHEMA,
-            {FOUND: ttl, EMPTY: ttl},
+            {FOUND: ttl.recommendations, EMPTY: ttl.recommendations},
             clock,
             multi_row=True,
+            store=open_storage(state_dir),
         )
-
-    def lookup(self, request_keys: Iterable[str]) -> Lookup:
-        return self.table.lookup(request_keys)
-
-    def fresh(self, request_keys: Iterable[str]) -> pd.DataFrame:
-        """All rows of the fresh keys (an ``empty`` key yields its single null row)."""
-        return self.table.fresh(request_keys)
-
-    def stale_or_unknown(self, request_keys: Iterable[str]) -> list[str]:
-        return self.table.stale_or_unknown(request_keys)
 
     def fresh_keys(self, request_keys: Iterable[str]) -> set[str]:
         """The distinct ``request_keys`` cached within TTL (counted as hits/misses)."""
@@ -143,18 +116,6 @@ class RecommendationCache(TableBacked):
         """Store ready-made rows (``request_key``, ``rank``, ``status`` ...); replaces keys."""
         self.table.put(rows)
 
-    def record(self, key: str, tracks: pd.DataFrame | Sequence[Mapping[str, object]]) -> None:
-        """Store the result of request ``key`` in rank order (``rank`` defaults to 1..n)."""
-        rows = pd.DataFrame(tracks).copy() if len(tracks) else pd.DataFrame()
-        if rows.empty:
-            rows = pd.DataFrame({"rank": [None], "status": [EMPTY]})
-        else:
-            if "rank" not in rows:
-                rows["rank"] = np.arange(1, len(rows) + 1, dtype=np.int32)
-            rows["status"] = FOUND
-        rows["request_key"] = key
-        self.table.put(rows)
-
 
 @dataclass
 class Caches:
@@ -164,15 +125,18 @@ class Caches:
     tracks: TtlTable
     features: TtlTable
     recommendations: RecommendationCache
+    remote: bool = False  # on object storage: journal the tables concurrently
 
     @classmethod
-    def load(cls, state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> Caches:
+    def load(cls, state_dir: StateRoot, ttl: TtlConfig, clock: Clock = utc_now) -> Caches:
         """Load every table (missing files are empty, corrupt ones quarantined)."""
+        state_dir = open_storage(state_dir)
         return cls(
-            registry=IdRegistry(state_dir, settings, clock),
-            tracks=tracks_cache(state_dir, settings, clock),
-            features=features_cache(state_dir, settings, clock),
-            recommendations=RecommendationCache(state_dir, settings, clock),
+            registry=IdRegistry(state_dir, ttl, clock),
+            tracks=tracks_cache(state_dir, ttl, clock),
+            features=features_cache(state_dir, ttl, clock),
+            recommendations=RecommendationCache(state_dir, ttl, clock),
+            remote=state_dir.remote,
         )
 
     def checkpoint_all(self) -> dict[str, int]:
@@ -180,19 +144,22 @@ class Caches:
         return {name: table.checkpoint() for name, table in self._tables().items()}
 
     def journal_all(self) -> dict[str, int]:
-        """Append each table's unsaved rows to its journal: cheap, so after every chunk."""
-        return {name: table.journal() for name, table in self._tables().items()}
+        """Append each table's unsaved rows to its journal: cheap, so after every chunk.
+
+        On object storage each append is a PUT of ~10 ms (a local one ~2 ms), and answers
+        that land while the stage loop saves are lost to a kill; so there the changed
+        tables are written concurrently (the save takes one PUT's time, not one per table).
+        """
+        tables = self._tables()
+        if not self.remote:
+            return {name: table.journal() for name, table in tables.items()}
+        with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="journal") as pool:
+            futures = {name: pool.submit(table.journal) for name, table in tables.items()}
+        return {name: future.result() for name, future in futures.items()}
 
     def hit_counts(self) -> dict[str, tuple[int, int]]:
         """``{table: (hits, misses)}`` for the run report."""
         return {name: (t.hits, t.misses) for name, t in self._tables().items()}
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Hits, misses and size per table, for the run report."""
-        return {
-            name: {"hits": t.hits, "misses": t.misses, "rows": len(t)}
-            for name, t in self._tables().items()
-        }
 
     def _tables(self) -> dict[str, IdRegistry | TtlTable | RecommendationCache]:
         return {

@@ -12,19 +12,21 @@ before it can be recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.settings import Settings
-from pipeline.state.ttl_table import CHECKED_AT_TYPE, Clock, Lookup, TableBacked, TtlTable, utc_now
+from pipeline.clock import Clock, utc_now
+from pipeline.config import TtlConfig
+from pipeline.io.spotify_ids import invalid_spotify_ids
+from pipeline.io.storage import Storage, open_storage
+from pipeline.state.ttl_columns import CHECKED_AT_TYPE
+from pipeline.state.ttl_table import Lookup, TableBacked, TtlTable
 
 REGISTRY_FILE = "registry.parquet"
 FOUND = "found"
 MISSING = "missing"
-SPOTIFY_ID_PATTERN = r"[0-9A-Za-z]{22}"
 
 REGISTRY_SCHEMA = pa.schema(
     [
@@ -34,13 +36,6 @@ REGISTRY_SCHEMA = pa.schema(
         pa.field("checked_at", CHECKED_AT_TYPE),
     ]
 )
-
-
-def invalid_spotify_ids(values: Iterable[object]) -> list[object]:
-    """The values that are not 22-char base62 Spotify IDs (vectorised)."""
-    s = pd.Series(list(values), dtype=object)
-    ok = s.astype("string").str.fullmatch(SPOTIFY_ID_PATTERN).fillna(False).astype(bool)
-    return s[~ok.to_numpy()].tolist()
 
 
 def _require_spotify_ids(values: Iterable[object]) -> None:
@@ -56,26 +51,27 @@ def _require_spotify_ids(values: Iterable[object]) -> None:
 class IdRegistry(TableBacked):
     """Spotify ID -> ReccoBeats ID (or missing) with TTLs, at ``<state>/registry.parquet``."""
 
-    def __init__(self, state_dir: Path | str, settings: Settings, clock: Clock = utc_now) -> None:
-        ttl = {
-            FOUND: timedelta(days=settings.registry_found_ttl_days),
-            MISSING: timedelta(days=settings.registry_missing_ttl_days),
-        }
+    def __init__(
+        self, state_dir: Storage | Path | str, ttl: TtlConfig, clock: Clock = utc_now
+    ) -> None:
+        by_status = {FOUND: ttl.registry_found, MISSING: ttl.registry_missing}
         self.table = TtlTable(
-            Path(state_dir) / REGISTRY_FILE, "spotify_id", REGISTRY_SCHEMA, ttl, clock
+            REGISTRY_FILE,
+            "spotify_id",
+            REGISTRY_SCHEMA,
+            by_status,
+            clock,
+            store=open_storage(state_dir),
         )
 
-    def lookup(self, spotify_ids: Iterable[str] | pd.Series) -> Lookup:
-        """Fresh rows and the distinct IDs still to resolve, counting each ID once."""
-        return self.table.lookup(spotify_ids)
+    def lookup(self, spotify_ids: Iterable[str] | pd.Series, *, count: bool = True) -> Lookup:
+        """Fresh rows and the distinct IDs still to resolve, counting each ID once
+        (``count=False`` for the dry-run plan and re-reads)."""
+        return self.table.lookup(spotify_ids, count=count)
 
     def known(self, spotify_ids: Iterable[str] | pd.Series, *, count: bool = True) -> pd.DataFrame:
         """Fresh rows (found and missing) for ``spotify_ids``; ``count=False`` for re-reads."""
         return self.table.lookup(spotify_ids, count=count).fresh
-
-    def to_resolve(self, spotify_ids: Iterable[str] | pd.Series) -> list[str]:
-        """Distinct IDs that are unknown or expired, in input order."""
-        return self.table.stale_or_unknown(spotify_ids)
 
     def record_found(self, mapping: Mapping[str, str]) -> None:
         """Record ``spotify_id -> reccobeats_id`` answers; ValueError on a non-Spotify key."""

@@ -1,4 +1,4 @@
-"""Turn parsed API records into cache rows (pandas frames with the caches' columns).
+"""Cache rows built from parsed API records (pandas frames with the caches' columns).
 
 Kept apart from the parsers so that records stay plain data and the caches' column layout
 lives in one place next to the code that fills it.
@@ -11,17 +11,10 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from pipeline.api.records import FEATURE_COLUMNS, AudioFeatures, Track
+from pipeline.state.caches import CACHED_TRACK_FIELDS
 
-TRACK_FIELDS = (
-    "reccobeats_id",
-    "spotify_id",
-    "title",
-    "artists",
-    "artist_ids",
-    "duration_ms",
-    "popularity",
-    "isrc",
-)
+#: Column order of ``_track_values``: the cache's track fields, defined once in ``caches``.
+_TRACK_NAMES = [name for name, _type in CACHED_TRACK_FIELDS]
 
 
 def _track_values(t: Track) -> tuple:
@@ -39,7 +32,7 @@ def _track_values(t: Track) -> tuple:
 
 def tracks_frame(tracks: Iterable[Track]) -> pd.DataFrame:
     """Rows for the tracks cache (status ``found``)."""
-    df = pd.DataFrame([_track_values(t) for t in tracks], columns=list(TRACK_FIELDS))
+    df = pd.DataFrame([_track_values(t) for t in tracks], columns=_TRACK_NAMES)
     df["duration_ms"] = df["duration_ms"].astype("Int64")
     df["popularity"] = df["popularity"].astype("Int64")
     df["status"] = "found"

@@ -1,0 +1,38 @@
+"""The learned limiter rate: round trip, refusal of nonsense, StateError on a failed write."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import StateError
+from pipeline.state.learned_rate import load_learned_rate, save_learned_rate
+
+# -- learned rate --------------------------------------------------------------------------
+
+
+def test_learned_rate_roundtrip(tmp_path: Path) -> None:
+    assert load_learned_rate(tmp_path) is None
+    save_learned_rate(tmp_path, 42.5, datetime(2025, 1, 1, tzinfo=UTC))
+    assert load_learned_rate(tmp_path) == 42.5
+    data = json.loads((tmp_path / "learned_rate.json").read_text())
+    assert data["saved_at"].startswith("2025-01-01T00:00:00")
+
+
+def test_learned_rate_rejects_nonsense(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        save_learned_rate(tmp_path, 0.0, datetime(2025, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError):
+        save_learned_rate(tmp_path, 1.0, datetime(2025, 1, 1))
+    (tmp_path / "learned_rate.json").write_text('{"rate_per_window": -3}')
+    assert load_learned_rate(tmp_path) is None
+
+
+def test_unwritable_learned_rate_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="cannot write"):
+        save_learned_rate(blocker, 2.0, datetime(2025, 1, 1, tzinfo=UTC))
