@@ -15,12 +15,9 @@ failures after retries), 4 state locked by another run, 5 state dir unusable, 13
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 import threading
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,8 @@ from pipeline import (
     exit_code_for,
     load_settings,
     run_job,
+    setup_logging,
+    stop_on_signals,
 )
 
 
@@ -69,32 +68,6 @@ def run_nightly(
     ordered = tuple(s for s in STAGES if s in set(stages))
     extra: dict[str, Any] = {} if cancel is None else {"cancel": cancel}
     return run_job(settings, run_date, stages=ordered, dry_run=dry_run, progress=progress, **extra)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM/SIGINT set an event instead of killing the process mid-write.
-
-    cron jobs get SIGTERM from ``timeout``, from a host shutting down or from an operator; the
-    job then checkpoints its caches and exits 130, so tomorrow's run resumes from there.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).warning(
-            "received %s: stopping after a checkpoint", signal.Signals(signum).name
-        )
-        stop.set()
-
-    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _iso_date(value: str) -> date:
@@ -133,17 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (the run report's, or the error's)."""
     args = build_parser().parse_args(argv)
-    # Timestamped pipeline logs on stderr: under cron they are what the dated log file holds.
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Timestamped pipeline logs on stderr (UTC, zone written): under cron they are what the
+    # dated log file holds.
+    setup_logging()
     # UTC, not local time: a host in another zone must not write tomorrow's partition.
     run_date: date = args.date or datetime.now(UTC).date()
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             report = run_nightly(
                 run_date,
                 stages=args.stage or STAGES,
@@ -160,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nightly_enrich {run_date}: interrupted (exit 130)", file=sys.stderr)
         return 130
-    if not args.dry_run:
-        print(report.summary(), file=sys.stderr)
+    # A dry run's summary is its plan (IDs new/known, calls per endpoint, ETA): on stdout.
+    print(report.summary(), file=sys.stdout if args.dry_run else sys.stderr)
     where = f"; report {report.report_path}" if report.report_path else ""
     print(
         f"nightly_enrich {report.run_date}: run {report.run_id} {report.status} "

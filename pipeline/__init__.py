@@ -27,6 +27,9 @@ _EXPORTS = {
     "APIError": "pipeline.errors",
     "Cancelled": "pipeline.errors",
     "exit_code_for": "pipeline.errors",
+    "StopSignal": "pipeline.stop",
+    "stop_on_signals": "pipeline.stop",
+    "setup_logging": "pipeline.logs",
 }
 
 __all__ = [
@@ -40,11 +43,14 @@ __all__ = [
     "Settings",
     "StateError",
     "StateLockedError",
+    "StopSignal",
     "__version__",
     "exit_code_for",
     "load_enriched",
     "load_settings",
     "run_job",
+    "setup_logging",
+    "stop_on_signals",
 ]
 
 if _typing.TYPE_CHECKING:
@@ -60,8 +66,10 @@ if _typing.TYPE_CHECKING:
     )
     from pipeline.io.report import RunReport
     from pipeline.io.writer import load_enriched
+    from pipeline.logs import setup_logging
     from pipeline.orchestrator import STAGES, run_job
     from pipeline.settings import Settings, load_settings
+    from pipeline.stop import StopSignal, stop_on_signals
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -240,4 +241,25 @@ def storage_config(settings: Settings) -> StorageConfig:
         s3_endpoint_url=settings.s3_endpoint_url,
         lock_wait_s=settings.lock_wait_s,
         lock_lease_s=settings.lock_lease_s,
+    )
+
+
+@dataclass(frozen=True)
+class TtlConfig:
+    """How long each kind of cached answer is trusted (the registry and entity caches)."""
+
+    registry_found: timedelta
+    registry_missing: timedelta  # also features the API has none for
+    tracks: timedelta
+    features: timedelta
+    recommendations: timedelta
+
+
+def ttl_config(settings: Settings) -> TtlConfig:
+    return TtlConfig(
+        registry_found=timedelta(days=settings.registry_found_ttl_days),
+        registry_missing=timedelta(days=settings.registry_missing_ttl_days),
+        tracks=timedelta(days=settings.tracks_ttl_days),
+        features=timedelta(days=settings.features_ttl_days),
+        recommendations=timedelta(hours=settings.recommendations_ttl_hours),
     )

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from pipeline.errors import (
     OutputError,
     StateError,
 )
+from pipeline.io.contract import rejects_for_contract
 from pipeline.io.paths import check_disjoint, describe_links, symlinks_below
 from pipeline.io.reader import InputBatch, check_playlist_column, read_input
 from pipeline.io.report import RunReport, build_report, floor_seconds, write_report
@@ -171,6 +172,7 @@ def run_job(
                     failed_spotify_ids=set(fetched.resolve.failed),
                     failed_reccobeats_ids=set(fetched.features.failed),
                     force=settings.force_publish,
+                    run_id=run_id,
                 )
             except OSError as exc:  # disk full, permissions, I/O error: one line, exit 8
                 failed = _write_failed(exc, base, settings, api, caches, storage, t0)
@@ -260,7 +262,7 @@ def _read(settings: Settings, run_date: date, storage: RunStorage, write: bool) 
         check_playlist_column(batch.schema)  # before the first request, not after the budget
     if batch.rows.empty:
         where = (
-            f"reasons in {write_rejects(batch.rejects, storage.output, run_date)}"
+            f"reasons in {write_rejects(_contract_rejects(batch), storage.output, run_date)}"
             if write
             else f"first reason: {batch.rejects['reason'].iloc[0] if len(batch.rejects) else '-'}"
         )
@@ -269,6 +271,11 @@ def _read(settings: Settings, run_date: date, storage: RunStorage, write: bool) 
             f"({where})"
         )
     return batch
+
+
+def _contract_rejects(batch: InputBatch) -> pd.DataFrame:
+    """Rejects of a run that stops at reading (no run id yet): the contract's columns."""
+    return rejects_for_contract(batch.rejects, None, datetime.now(UTC))
 
 
 def _write_figures(
@@ -409,7 +416,7 @@ def _fetch(
     upstream = set(res.ask) if res is not None else set()
     before = resolved_ids(ctx.caches, distinct)
     before = before[~before["spotify_id"].isin(upstream)]
-    works: list[StageWork[Any, Any]] = []  # most downstream first: rows complete first
+    works: list[StageWork[Any, Any]] = []  # in the order the runner prefers ready chunks
     feat = None
     if "features" in stages:
         feat = FeaturesWork(ctx)
@@ -425,10 +432,9 @@ def _fetch(
             res.listeners.append(recs.on_resolved)
         works.append(recs)
     if res is not None:
-        if config.rows_first:
-            works.append(res)
-        else:
-            works.insert(0, res)  # stage_by_stage: resolve everything before anything else
+        # rows_first: features, then new IDs, then recommendations (a seed call completes no
+        # track row); stage_by_stage: every ID resolved before anything else.
+        works.insert(1 if config.rows_first and feat is not None else 0, res)
     run_stages(works, ctx)
     if feat is not None:
         feat.log_plan()

@@ -9,12 +9,22 @@ Invalid values fail fast with a ``ConfigError`` that names the setting.
 from __future__ import annotations
 
 import contextvars
+import difflib
+import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +32,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.clock import parse_duration
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 REAL_API_URL = "https://api.reccobeats.com"
 
@@ -36,12 +49,27 @@ API_MAX_RECOMMENDATION_SIZE = 100
 ENDPOINTS = (
     "tracks",  # GET /v1/track?ids=
     "audio_features",  # GET /v1/audio-features?ids=
-    "track",  # GET /v1/track/{id}
-    "track_audio_features",  # GET /v1/track/{id}/audio-features
     "recommendation",  # GET /v1/track/recommendation
-    "artist_search",  # GET /v1/artist/search
-    "artist_tracks",  # GET /v1/artist/{id}/track
 )
+
+_BUDGET_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: URI schemes a location setting (input, output_dir, state_dir) accepts besides plain paths.
+LOCATION_SCHEMES = ("s3", "gs", "gcs", "abfs", "az", "file")
+
+
+def _location(value: object) -> object:
+    """A plain path stays a ``Path``; a ``scheme://`` URI stays a string (``Path`` would
+    fold its ``//``). An unknown scheme fails here, naming the setting."""
+    if isinstance(value, str) and "://" in value:
+        scheme = value.split("://", 1)[0].lower()
+        if scheme not in LOCATION_SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; use a path or one of {LOCATION_SCHEMES}")
+        return value
+    return Path(value) if isinstance(value, str) else value
+
+
+#: A local path, or a URI of an object store (s3://bucket/prefix, gs://..., az://...).
+Location = Annotated[Path | str, BeforeValidator(_location)]
 
 _TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "reccobeats_toml_path", default=None
@@ -59,14 +87,11 @@ class EndpointLimit(BaseModel):
 
 def _default_endpoint_limits() -> dict[str, EndpointLimit]:
     # Seeds from design.md section 3 / reccobeats-api.md section 5 (moodlist's settled values).
+    # They apply only while no rate is told (see ``pipeline.config.limiter_config``).
     return {
         "tracks": EndpointLimit(rate_per_min=80, min_interval_s=0.75),
         "audio_features": EndpointLimit(rate_per_min=80, min_interval_s=0.75),
-        "track": EndpointLimit(rate_per_min=60, min_interval_s=1.0),
-        "track_audio_features": EndpointLimit(rate_per_min=50, min_interval_s=1.2),
         "recommendation": EndpointLimit(rate_per_min=60, min_interval_s=1.0),
-        "artist_search": EndpointLimit(rate_per_min=60, min_interval_s=1.0),
-        "artist_tracks": EndpointLimit(rate_per_min=45, min_interval_s=1.5),
     }
 
 
@@ -82,16 +107,32 @@ class Settings(BaseSettings):
 
     # -- where ---------------------------------------------------------------------------
     base_url: str = REAL_API_URL
-    input: Path | None = None
-    output_dir: Path = Path("data/output")
-    state_dir: Path = Path("data/state")
+    input: Location | None = None
+    output_dir: Location = Path("data/output")
+    state_dir: Location = Path("data/state")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL)"
+    )
     id_column: str | None = None
 
     # -- limiter -------------------------------------------------------------------------
+    # The told-rate rule (README "Rate limits", docs/decisions.md): when rate_limit is given
+    # (flag, env or TOML), it is the rate aimed at: the seed endpoint_limits and the 0.25 s gap
+    # below apply only while it is NOT given; told, the gap is 60/rate_limit s and there are
+    # no per-endpoint limits unless endpoint_limits / min_interval_s are given too.
     rate_limit: float = Field(default=120.0, gt=0, description="global requests/min ceiling")
     window_s: float = Field(default=60.0, gt=0, description="sliding-window length")
     min_interval_s: float = Field(default=0.25, ge=0, description="global gap between starts")
-    max_concurrency: int = Field(default=6, ge=1, le=64)
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="cap on requests in flight; the limit in force adapts below it "
+        "(adaptive_concurrency) to rate x latency, and backs off when the server saturates",
+    )
+    adaptive_concurrency: bool = Field(
+        default=True, description="False: always allow max_concurrency requests in flight"
+    )
     jitter_margin_s: float = Field(
         default=0.02, ge=0, description="extra spacing so network jitter cannot cause a 429"
     )
@@ -105,9 +146,38 @@ class Settings(BaseSettings):
         default=0.01, ge=0, le=1, description="share of requests upward probes may lose to 429"
     )
 
+    # -- shared budget (issue 13) ------------------------------------------------------
+    # Off (None): the in-process limiter, as before. A redis:// URL: every process naming the
+    # same budget_name shares one budget there (docs/decisions.md, README "Shared budget").
+    shared_budget: str | None = Field(
+        default=None, description="redis://HOST:PORT/DB of the budget shared by all processes"
+    )
+    budget_name: str = Field(
+        default="reccobeats", description="budgets of different names share one Redis apart"
+    )
+    shared_budget_lease_s: float = Field(
+        default=10.0, gt=0, description="a slot of a killed process is free again after this"
+    )
+    shared_budget_timeout_s: float = Field(
+        default=1.0, gt=0, description="a Redis call slower than this means Redis is lost"
+    )
+
     # -- HTTP ----------------------------------------------------------------------------
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=90.0, gt=0)
+    request_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="total seconds one attempt may take (connect + headers + body): a body "
+        "trickled byte by byte within read_timeout_s still ends here",
+    )
+    retry_window_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a failing request (5xx, transport, malformed) is retried until max_retries "
+        "extra attempts are spent AND this long has passed since its first attempt, so a short "
+        "outage is ridden out",
+    )
     max_retries: int = Field(default=4, ge=0, le=20)
     backoff_base_s: float = Field(default=1.0, ge=0)
     backoff_max_s: float = Field(default=60.0, ge=0)
@@ -117,13 +187,35 @@ class Settings(BaseSettings):
 
     # -- stages --------------------------------------------------------------------------
     chunk_size: int = Field(default=API_MAX_IDS_PER_CALL, ge=1)
-    chunk_concurrency: int = Field(default=4, ge=1)
+    chunk_concurrency: int | None = Field(
+        default=None, ge=1, description="cap on resolve/features chunks in progress (none)"
+    )
     recommendations: bool = True
+    force_publish: bool = Field(
+        default=False,
+        description="replace a published partition even when the new one has fewer rows with "
+        "status ok (default: keep the better one, say so in the report)",
+    )
     seeds_per_chunk: int = Field(default=API_MAX_SEEDS, ge=1, le=API_MAX_SEEDS)
     max_seed_chunks_per_playlist: int = Field(default=4, ge=1)
-    seed_chunk_concurrency: int = Field(default=3, ge=1)
+    seed_chunk_concurrency: int | None = Field(
+        default=None, ge=1, description="cap on recommendation chunks in progress (none)"
+    )
     seed_stagger_s: float = Field(default=0.2, ge=0)
     recommendation_size: int = Field(default=20, ge=1, le=API_MAX_RECOMMENDATION_SIZE)
+
+    # -- budgets (backfills that span nights) ---------------------------------------------
+    max_requests: int | None = Field(
+        default=None, ge=1, description="stop after this many API requests (none: no limit)"
+    )
+    time_budget: float | None = Field(
+        default=None, description="stop after this long: seconds, or 90m, 2h, 1h30m"
+    )
+    work_order: Literal["rows_first", "stage_by_stage"] = Field(
+        default="rows_first",
+        description="rows_first: finish started rows first (features, then recommendations, "
+        "then new IDs); stage_by_stage: every ID resolved before any feature (for comparison)",
+    )
 
     # -- state ---------------------------------------------------------------------------
     registry_found_ttl_days: float = Field(default=60.0, gt=0)
@@ -137,6 +229,11 @@ class Settings(BaseSettings):
         default=1, ge=1, description="journal the state after this many chunks (cheap)"
     )
     lock_wait_s: float = Field(default=0.0, ge=0, description="0: exit at once if locked")
+    lock_lease_s: float = Field(
+        default=300.0,
+        ge=5,
+        description="object-store state lock: a killed run's lock expires after this",
+    )
 
     # -- scheduling / UX -----------------------------------------------------------------
     airflow_pool: str = "reccobeats_api"
@@ -148,6 +245,28 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("shared_budget")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://HOST:PORT/DB (or rediss://, unix://) URL")
+        return v
+
+    @field_validator("budget_name")
+    @classmethod
+    def _budget_key(cls, v: str) -> str:
+        # Part of every Redis key, inside a {hash tag}: no braces, spaces or empties.
+        if not _BUDGET_NAME.fullmatch(v):
+            raise ValueError("must be 1-64 of A-Z a-z 0-9 . _ - : (it names Redis keys)")
+        return v
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None or v == "" else parse_duration(v)
 
     @field_validator("chunk_size")
     @classmethod
@@ -202,7 +321,8 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` applied (env and TOML are not re-read)."""
-        data = self.model_dump()
+        # Only what was set: the fields a user told stay told (limiter_config reads that).
+        data = self.model_dump(exclude_unset=True)
         data.update(changes)
         try:
             return type(self).model_validate(data)
@@ -216,6 +336,32 @@ def _describe(exc: ValidationError) -> str:
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         parts.append(f"setting {name!r}: {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration: " + "; ".join(parts)
+
+
+#: ``RECCOBEATS_*`` variables read by something other than ``Settings``: the TOML path, and
+#: the cron wrapper's own knobs (jobs/cron/run_nightly.sh).
+OTHER_ENV_VARS = frozenset(
+    {"RECCOBEATS_CONFIG", "RECCOBEATS_LOG_DIR", "RECCOBEATS_TIMEOUT", "RECCOBEATS_JOB_CMD"}
+)
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """One warning line per ``RECCOBEATS_*`` variable nothing reads (a typo, most likely).
+
+    Why: pydantic-settings ignores environment variables it has no field for, so
+    ``RECCOBEATS_RATE_LIMT=5`` ran at the default rate in silence, while the same typo in the
+    TOML file is an error. An unknown variable is only warned about, not refused: the
+    environment is shared with other tools and versions of this package.
+    """
+    known = {f"RECCOBEATS_{name.upper()}" for name in Settings.model_fields} | OTHER_ENV_VARS
+    lines = []
+    for name in sorted(k for k in environ if k.upper().startswith("RECCOBEATS_")):
+        if name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"unknown environment variable {name} is ignored{hint}")
+    return lines
 
 
 def load_settings(
@@ -233,6 +379,8 @@ def load_settings(
     if toml_path is not None and not toml_path.is_file():
         raise ConfigError(f"setting 'config': TOML file {toml_path} does not exist")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for line in unknown_env_vars(os.environ):
+        log.warning("%s", line)
     token = _TOML_PATH.set(toml_path)
     try:
         return Settings(**given)

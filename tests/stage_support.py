@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.clock import utc_now
-from pipeline.config import stage_config
+from pipeline.config import stage_config, ttl_config
 from pipeline.orchestrator import ApiResources
 from pipeline.settings import Settings
 from pipeline.stages.context import StageContext
@@ -73,6 +73,6 @@ def asked_ids(request: Any) -> list[str]:
 @contextmanager
 def stage_context(settings: Settings, state_dir: Path) -> Iterator[StageContext]:
     """The context ``run_job`` builds, minus the reading and publishing around it."""
-    caches = Caches.load(state_dir, settings, utc_now)
+    caches = Caches.load(state_dir, ttl_config(settings), utc_now)
     with ApiResources(settings, state_dir, threading.Event(), utc_now) as api:
         yield StageContext(api.client, caches, stage_config(settings), api.stop)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.api.fields import FEATURE_COLUMNS
+from pipeline.io.contract import (
+    RECOMMENDATIONS_SCHEMA,
+    TRACKS_SCHEMA,
+    rejects_for_contract,
+    tracks_for_contract,
+    with_lineage,
+)
 from pipeline.io.reader import InputBatch
-from pipeline.io.schemas import RECOMMENDATION_SCHEMA, tracks_schema
 from pipeline.io.writer import Output, published_ok_ids, write_partition, write_rejects
 from pipeline.stages.recommend import SeedChunk, assemble_recommendations
 from pipeline.state.caches import Caches
@@ -77,6 +83,7 @@ def publish(
     failed_spotify_ids: Collection[str] = (),
     failed_reccobeats_ids: Collection[str] = (),
     force: bool = False,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Write the tracks (and recommendations) partitions and the rejects; their figures.
 
@@ -85,7 +92,12 @@ def publish(
     ``pending`` ones: re-running a good date while the API is down must not replace
     enriched rows with failed ones. (A smaller or different input is no regression: rows
     only need to stay as enriched as they were.) The figures then say what was kept.
+
+    The files follow the schema contract (``io/contract.py``): fixed product columns, the
+    input's columns in ``input_extra``, ``run_id`` and ``loaded_at`` on every row.
     """
+    loaded_at = datetime.now(UTC)
+    rejects = rejects_for_contract(batch.rejects, run_id, loaded_at)
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
     tracks = enrich_rows(batch.rows, caches, distinct, failed_spotify_ids, failed_reccobeats_ids)
     counts = tracks["status"].value_counts().to_dict()
@@ -100,9 +112,9 @@ def publish(
             "ok there into failed/pending (--force to replace them)",
             run_date, int(worse.sum()),
         )  # fmt: skip
-        rejects = str(write_rejects(batch.rejects, output_dir, run_date))
+        rejects_path = str(write_rejects(rejects, output_dir, run_date))
         return {
-            "paths": {"rejects": rejects},
+            "paths": {"rejects": rejects_path},
             "track_status": status_counts,
             "kept": {
                 "datasets": ["tracks", "recommendations"],
@@ -115,14 +127,25 @@ def publish(
         }
     paths = {
         "tracks": str(
-            write_partition(tracks, output_dir, "tracks", run_date, tracks_schema(batch.schema))
+            write_partition(
+                tracks_for_contract(tracks, batch.schema.names, run_id or "", loaded_at),
+                output_dir,
+                "tracks",
+                run_date,
+                TRACKS_SCHEMA,
+                run_id=run_id,
+            )
         ),
     }
     if recommendations:
-        recs = assemble_recommendations(batch.rows, plan, caches)
-        paths["recommendations"] = str(
-            write_partition(recs, output_dir, "recommendations", run_date, RECOMMENDATION_SCHEMA)
+        recs = with_lineage(
+            assemble_recommendations(batch.rows, plan, caches), run_id or "", loaded_at
         )
-    paths["rejects"] = str(write_rejects(batch.rejects, output_dir, run_date))
+        paths["recommendations"] = str(
+            write_partition(
+                recs, output_dir, "recommendations", run_date, RECOMMENDATIONS_SCHEMA, run_id=run_id
+            )
+        )
+    paths["rejects"] = str(write_rejects(rejects, output_dir, run_date))
     log.info("published %s: %s", run_date, counts)
     return {"paths": paths, "track_status": status_counts}

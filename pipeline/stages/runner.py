@@ -173,7 +173,9 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                     finally:
                         work.outstanding -= 1
                     cadence.tick()
-                    bars.chunk_done(work, failed=isinstance(exc, APIError))
+                    bars.chunk_done(
+                        work, failed=isinstance(exc, APIError), stopped=isinstance(exc, Cancelled)
+                    )
                 if cancelled is None and failure is None:
                     fill()
     finally:

@@ -209,3 +209,34 @@ def test_bad_input_fails_at_once_without_retries(run_env) -> None:
     assert tis["plan"][0] == "failed" and tis["plan"][2] == 1, tis
     assert all(tis[t][0] in ("upstream_failed", None) for t in API_TASKS), tis
     assert "InputError" in proc.stdout + proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(660)
+def test_a_request_budget_ends_every_task_in_success_with_more_to_do(run_env) -> None:
+    """A backlog under a budget: tasks succeed (exit 10 is not a failure), rows are pending,
+    and the next DAG run continues from the state instead of starting again."""
+    import pandas as pd
+
+    root = run_env.root / "budgeted"
+    env = {
+        **run_env.env,
+        "RECCOBEATS_OUTPUT_DIR": str(root / "output"),
+        "RECCOBEATS_STATE_DIR": str(root / "state"),
+        "RECCOBEATS_MAX_REQUESTS": "6",
+    }
+    proc = _dags_test(env, run_env.root, "2026-11-17")
+    assert proc.returncode == 0, _explain(proc)
+    tis = _task_instances(run_env.db)
+    assert {t: s for t, (s, _, _) in tis.items()} == dict.fromkeys(["plan", *API_TASKS], "success")
+
+    partition = root / "output" / "tracks" / "date=2026-11-17"
+    first = pd.read_parquet(partition)["status"].value_counts()
+    assert first.get("pending", 0) > 0 and first.get("failed", 0) == 0
+    reports = [json.loads(p.read_text()) for p in (root / "output" / "runs").glob("*.json")]
+    assert {r["status"] for r in reports} <= {"budget_reached", "ok"}
+
+    proc = _dags_test(env, run_env.root, "2026-11-17")
+    assert proc.returncode == 0, _explain(proc)
+    second = pd.read_parquet(partition)["status"].value_counts()
+    assert second.get("pending", 0) < first["pending"]  # the next night went on from there
