@@ -11,10 +11,10 @@ every default lives once, in ``Settings``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from pipeline.settings import EndpointLimit, Settings
@@ -41,18 +41,25 @@ class StageConfig:
     rows_first: bool = True
 
 
+_C = TypeVar("_C")
+
+
+def _same_named(cls: type[_C], settings: Settings, **derived: object) -> _C:
+    """``cls`` with every field the settings name alike copied, plus the ``derived`` ones.
+
+    Most consumer configs are a subset of the settings under the same names; building them
+    field by field wrote each name three times and let a new field be forgotten.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    values: dict[str, Any] = {n: getattr(settings, n) for n in names if n not in derived}
+    return cls(**values, **derived)
+
+
 def stage_config(settings: Settings) -> StageConfig:
-    return StageConfig(
-        chunk_size=settings.chunk_size,
+    return _same_named(
+        StageConfig,
+        settings,
         pool_size=settings.max_concurrency,
-        chunk_concurrency=settings.chunk_concurrency,
-        checkpoint_every_chunks=settings.checkpoint_every_chunks,
-        recommendations=settings.recommendations,
-        seeds_per_chunk=settings.seeds_per_chunk,
-        max_seed_chunks_per_playlist=settings.max_seed_chunks_per_playlist,
-        seed_chunk_concurrency=settings.seed_chunk_concurrency,
-        seed_stagger_s=settings.seed_stagger_s,
-        recommendation_size=settings.recommendation_size,
         rows_first=settings.work_order == "rows_first",
     )
 
@@ -154,13 +161,7 @@ class RetryPolicy:
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        retry_window_s=settings.retry_window_s,
-        max_retries=settings.max_retries,
-        backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
-        max_retry_after_s=settings.max_retry_after_s,
-    )
+    return _same_named(RetryPolicy, settings)
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,7 @@ class StorageConfig:
 
 
 def storage_config(settings: Settings) -> StorageConfig:
-    return StorageConfig(
-        input=settings.input,
-        output_dir=settings.output_dir,
-        state_dir=settings.state_dir,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        lock_wait_s=settings.lock_wait_s,
-        lock_lease_s=settings.lock_lease_s,
-    )
+    return _same_named(StorageConfig, settings)
 
 
 @dataclass(frozen=True)

@@ -5,44 +5,38 @@ registry and caches in the state dir remember every answer within its TTL, so ru
 stages as separate calls (separate Airflow tasks) makes the same requests as one full run,
 and a killed run resumes from its last checkpoint. ``publish`` runs whatever fetch stages
 still have work, then writes the date partitions and the run report.
+
+Over 350 lines because it is the one place that orders a run's steps (locations and guards,
+read, lock, fetch, publish, report, and the early ends: interrupted, nothing fetched, write
+failed); the figures live in ``run_figures.py`` and the API objects in ``api_resources.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipeline.api.backends import open_shared_budget
-from pipeline.api.binding import binding_limit
-from pipeline.api.client import ReccoBeatsClient
-from pipeline.api.limiter import RateLimiter
-from pipeline.api.metrics import RequestMetrics
+from pipeline.api_resources import ApiResources
 from pipeline.clock import Clock, utc_now
 from pipeline.config import (
-    StageConfig,
     StorageConfig,
-    limiter_config,
     stage_config,
     storage_config,
     ttl_config,
 )
 from pipeline.errors import (
     EXIT_BUDGET_REACHED,
-    EXIT_OK,
     EXIT_OUTPUT,
-    EXIT_PARTIAL,
     Cancelled,
     ConfigError,
     InputError,
@@ -52,25 +46,26 @@ from pipeline.errors import (
 from pipeline.io.contract import rejects_for_contract
 from pipeline.io.paths import check_disjoint, describe_links, symlinks_below
 from pipeline.io.reader import InputBatch, check_playlist_column, read_input
-from pipeline.io.report import RunReport, build_report, floor_seconds, write_report
-from pipeline.io.storage import RunStorage, Storage
+from pipeline.io.report import RunReport, build_report, write_report
+from pipeline.io.storage import RunStorage
 from pipeline.io.writer import check_output_dir, sweep_stale_temp_files, write_rejects
+from pipeline.run_figures import (
+    Fetched,
+    base_figures,
+    budget_figures,
+    dry_run_report,
+    planned_requests,
+)
 from pipeline.run_guards import interrupted_base, nothing_fetched, stage_notes
 from pipeline.settings import Settings
 from pipeline.stages.budget import RunBudget
 from pipeline.stages.context import StageContext
 from pipeline.stages.features import FeaturesOutcome, FeaturesWork
-from pipeline.stages.plan import plan_figures, runs_needed
 from pipeline.stages.publish import publish
-from pipeline.stages.recommend import RecommendOutcome, RecommendWork, SeedChunk, plan_seed_chunks
+from pipeline.stages.recommend import RecommendOutcome, RecommendWork, plan_seed_chunks
 from pipeline.stages.resolve import ResolveOutcome, ResolveWork, resolved_ids
 from pipeline.stages.runner import StageWork, run_stages
 from pipeline.state.caches import Caches
-from pipeline.state.learned_rate import (
-    load_learned_concurrency,
-    load_learned_rate,
-    save_learned_rate,
-)
 from pipeline.state.lock import lock_state_dir
 from pipeline.stop import StopSignal
 
@@ -126,7 +121,7 @@ def run_job(
     with lock:
         caches = Caches.load(state_dir, ttl_config(settings), clock)
         if dry_run:
-            return _dry_run(settings, run_date, run_id, batch, distinct, caches)
+            return dry_run_report(settings, run_date, run_id, batch, distinct, caches, state_dir)
         with ApiResources(settings, state_dir, cancel or StopSignal(), clock) as api:
             budget = RunBudget(
                 max_requests=settings.max_requests,
@@ -135,7 +130,7 @@ def run_job(
             )
             budget.start()
             config = stage_config(settings)
-            planned = _planned_requests(batch, distinct, caches, config) if show else None
+            planned = planned_requests(batch, distinct, caches, config) if show else None
             ctx = StageContext(api.client, caches, config, api.stop, show, budget, planned)
             resolved_before = len(resolved_ids(caches, distinct))
             notes = stage_notes(stages, offline, len(distinct), resolved_before)
@@ -157,8 +152,8 @@ def run_job(
             dead = nothing_fetched(api.metrics.snapshot(), fetched.failures, settings.base_url)
             if dead is not None:
                 raise dead
-        base = _base_figures(run_id, run_date, started, stages, batch, distinct, fetched)
-        base["budget"] = _budget_figures(budget, settings)
+        base = base_figures(run_id, run_date, started, stages, batch, distinct, fetched, STAGES)
+        base["budget"] = budget_figures(budget, settings)
         base["notes"] = notes
         if "publish" in stages:
             try:
@@ -187,19 +182,8 @@ def run_job(
                 run_id, budget.reached, budget.spent, base.get("pending", "?"),
                 base["pending_playlists"],
             )  # fmt: skip
-        figures = build_report(
-            base=base,
-            settings=settings,
-            metrics=api.metrics.snapshot(),
-            limiter=api.limiter.stats(),
-            caches=caches.hit_counts(),
-            wall_s=time.monotonic() - t0,
-            api_wall_s=api.wall_s,
-        )
+        figures = _figures(base, settings, api, caches, storage, time.monotonic() - t0)
         figures["timeline"] = api.metrics.timeline()
-        ops = storage.object_store_ops()
-        if ops is not None:
-            figures["object_store"] = ops  # list/get/put/delete per root, up to the report
         try:
             path = write_report(figures, storage.output)
         except OSError as exc:
@@ -286,7 +270,19 @@ def _write_figures(
     storage: RunStorage,
     wall_s: float,
 ) -> Path | str:
-    """Write the report of a run that ends early (interrupted); its path."""
+    """Write the report of a run that ends early (interrupted, write failed); its path."""
+    return write_report(_figures(base, settings, api, caches, storage, wall_s), storage.output)
+
+
+def _figures(
+    base: dict[str, Any],
+    settings: Settings,
+    api: ApiResources,
+    caches: Caches,
+    storage: RunStorage,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The run report's figures: the run's own ``base`` plus requests, limits, caches, time."""
     figures = build_report(
         base=base,
         settings=settings,
@@ -294,9 +290,12 @@ def _write_figures(
         limiter=api.limiter.stats(),
         caches=caches.hit_counts(),
         wall_s=wall_s,
-        api_wall_s=wall_s,
+        api_wall_s=api.wall_s or wall_s,
     )
-    return write_report(figures, storage.output)
+    ops = storage.object_store_ops()
+    if ops is not None:
+        figures["object_store"] = ops  # list/get/put/delete per root, up to the report
+    return figures
 
 
 def _write_failed(
@@ -329,69 +328,6 @@ def _write_failed(
     return OutputError(message)
 
 
-class ApiResources:
-    """The run's one limiter, client and metrics; on exit, the learned rate is saved.
-
-    ``stop`` is the run's one stop signal: the limiter, the transport's backoffs and the
-    stages all wait on it, so setting it ends every wait at once.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        state_dir: Storage,
-        stop: threading.Event,
-        clock: Clock,
-    ) -> None:
-        self._settings = settings
-        self._state_dir = state_dir
-        self._clock = clock
-        self.stop = stop
-        # Shared budget (issue 13): the limiter's state in Redis; unreachable -> exit 6 here.
-        self.shared_budget = open_shared_budget(settings, stop)
-        learned = load_learned_rate(state_dir) if settings.adaptive else None
-        conc = load_learned_concurrency(state_dir) if settings.adaptive_concurrency else None
-        if self.shared_budget is not None and settings.adaptive:
-            learned = self.shared_budget.learned().rate or learned  # what every process learned
-        self.limiter = RateLimiter(
-            limiter_config(settings),
-            stop=stop,
-            initial_rate=learned,
-            initial_concurrency=conc,
-            backend=self.shared_budget,
-        )
-        self.metrics = RequestMetrics()
-        self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
-        self.wall_s = 0.0
-
-    def __enter__(self) -> ApiResources:
-        self._t0 = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall_s = time.monotonic() - self._t0
-        self.client.close()
-        if self.shared_budget is not None:
-            self.shared_budget.close()
-        if self._settings.adaptive:
-            conc = self.limiter.concurrency_limit if self._settings.adaptive_concurrency else None
-            save_learned_rate(
-                self._state_dir, self.limiter.effective_rate, self._clock(), concurrency=conc
-            )
-
-
-@dataclass
-class _Fetched:
-    resolve: ResolveOutcome
-    features: FeaturesOutcome
-    recommendations: RecommendOutcome
-    plan: list[SeedChunk]
-
-    @property
-    def failures(self) -> list[str]:
-        return self.resolve.errors + self.features.errors + self.recommendations.errors
-
-
 def _fetch(
     stages: set[str],
     batch: InputBatch,
@@ -399,7 +335,7 @@ def _fetch(
     ctx: StageContext,
     *,
     offline: bool = False,
-) -> _Fetched:
+) -> Fetched:
     """Resolve -> features -> recommendations, each only if asked for (``publish``: all).
 
     The stages asked for run together on one pool (``run_stages``): a stage downstream starts
@@ -443,140 +379,9 @@ def _fetch(
         recs.log_summary()
     resolved = resolved_ids(ctx.caches, distinct)
     plan = plan_seed_chunks(batch.rows, set(resolved["spotify_id"]), config)
-    return _Fetched(
+    return Fetched(
         res.out if res is not None else ResolveOutcome(distinct=len(distinct)),
         feat.out if feat is not None else FeaturesOutcome(),
         recs.out if recs is not None else RecommendOutcome(),
         plan,
     )
-
-
-def _planned_requests(
-    batch: InputBatch, distinct: list[str], caches: Caches, config: StageConfig
-) -> int:
-    """The dry-run plan's upper bound of calls: the total of the ``requests`` bar."""
-    return sum(plan_figures(batch.rows, distinct, caches, config)["calls_at_most"].values())
-
-
-def _budget_figures(budget: RunBudget, settings: Settings) -> dict[str, Any]:
-    return {
-        "max_requests": settings.max_requests,
-        "time_budget_s": settings.time_budget,
-        "reached": budget.reached,
-        "requests_spent": budget.spent,
-        "past_deadline_s": None
-        if budget.past_deadline_s is None
-        else round(budget.past_deadline_s, 3),
-        "work_order": settings.work_order,
-    }
-
-
-def _base_figures(
-    run_id: str,
-    run_date: date,
-    started: datetime,
-    stages: Collection[str],
-    batch: InputBatch,
-    distinct: list[str],
-    fetched: _Fetched,
-) -> dict[str, Any]:
-    """The run's own figures (IDs, stages, failures); the report adds requests and timing."""
-    res, feat, recs = fetched.resolve, fetched.features, fetched.recommendations
-    failures = fetched.failures
-    failed_ids = sorted(set(res.failed))
-    return {
-        "run_id": run_id,
-        "run_date": run_date.isoformat(),
-        "started_at": started.isoformat(),
-        "stages": [s for s in STAGES if s in stages],
-        "status": "partial" if failures else "ok",
-        "exit_code": EXIT_PARTIAL if failures else EXIT_OK,
-        "input": {"files": [str(p) for p in batch.files], "id_column": batch.id_column},
-        "rows": {"valid": len(batch.rows), "rejected": len(batch.rejects)},
-        "ids": {
-            "distinct": len(distinct),
-            "known": res.known,
-            "new": res.asked,
-            "found": res.found,
-            "missing": res.missing,
-            "rejected_by_api": len(res.rejected_by_api),
-            "invalid_rows": len(batch.rejects),
-            "failed": len(failed_ids),
-        },
-        "features": {
-            k: getattr(feat, k) for k in ("resolved", "cached", "asked", "found", "missing")
-        },
-        "recommendations": {
-            k: getattr(recs, k) for k in ("playlists", "chunks", "cached", "asked", "failed")
-        },
-        "failures": {
-            "count": len(failures),
-            "messages": failures[:50],
-            "failed_ids": failed_ids[:1000],
-            "failed_feature_reccobeats_ids": sorted(set(feat.failed))[:1000],
-        },
-        "outputs": {},
-    }
-
-
-def _dry_run(
-    settings: Settings,
-    run_date: date,
-    run_id: str,
-    batch: InputBatch,
-    distinct: list[str],
-    caches: Caches,
-) -> RunReport:
-    """The plan without a request: calls per endpoint, the ETA, and the runs a budget needs.
-
-    The ETA is rate-bound: calls over the rate each endpoint's limits allow (the learned
-    rate when the state holds one and it is lower), as ``floor_seconds`` computes it.
-    """
-    plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
-    expected = plan["calls_expected"]
-    total = sum(expected.values())
-    eta_s = floor_seconds(expected, settings, _learned_rate_per_min(settings))
-    runs = runs_needed(total, eta_s, settings.max_requests, settings.time_budget)
-    tonight = total if settings.max_requests is None else min(total, settings.max_requests)
-    if settings.time_budget:
-        tonight = min(tonight, math.floor(total * settings.time_budget / eta_s) if eta_s else total)
-    figures = {
-        "run_id": run_id,
-        "run_date": run_date.isoformat(),
-        "status": "dry_run",
-        "rows": {"valid": len(batch.rows), "rejected": len(batch.rejects)},
-        "ids": plan["ids"],
-        "plan": {
-            "calls_at_most": plan["calls_at_most"],
-            "calls_expected": expected,
-            "found_ratio": plan["found_ratio"],
-            "eta_s": round(eta_s, 1),
-            "rate_limit_per_min": settings.rate_limit,
-            "budget": {
-                "max_requests": settings.max_requests,
-                "time_budget_s": settings.time_budget,
-            },
-            "runs_needed": runs,
-            "calls_tonight": tonight,
-            **binding_limit(
-                limiter_config(settings),
-                rate_per_window=_learned_rate_per_window(settings),
-                endpoints=[ep for ep, n in expected.items() if n],
-            ),
-        },
-    }
-    return RunReport(run_id, run_date, "dry_run", EXIT_OK, None, figures)
-
-
-def _learned_rate_per_window(settings: Settings) -> float | None:
-    per_min = _learned_rate_per_min(settings)
-    return None if per_min is None else per_min * settings.window_s / 60.0
-
-
-def _learned_rate_per_min(settings: Settings) -> float | None:
-    if not settings.adaptive:
-        return None
-    learned = load_learned_rate(Path(settings.state_dir))  # per window
-    if learned is None:
-        return None
-    return min(settings.rate_limit, learned * 60.0 / settings.window_s)

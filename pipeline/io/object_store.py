@@ -137,23 +137,28 @@ class ObjectStorage(Storage):
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist (``If-None-Match: *``); False if it does."""
-        self._require_s3("a conditional create")
-        try:
-            self.fs.pipe_file(self.key(rel), data, IfNoneMatch="*")
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditional_put(
+            "a conditional create", rel, data, (FileExistsError,), IfNoneMatch="*"
+        )
 
     def replace_if_match(self, rel: str, data: bytes, etag: str) -> bool:
         """Replace ``rel`` only if its ETag is still ``etag``; False if it changed."""
-        self._require_s3("a conditional replace")
+        lost = (FileExistsError, FileNotFoundError)  # changed, or deleted meanwhile
+        return self._conditional_put("a conditional replace", rel, data, lost, IfMatch=etag)
+
+    def _conditional_put(
+        self,
+        what: str,
+        rel: str,
+        data: bytes,
+        refused: tuple[type[OSError], ...],
+        **condition: str,
+    ) -> bool:
+        """One PUT with an S3 precondition; False when the store says it does not hold."""
+        self._require_s3(what)
         try:
-            self.fs.pipe_file(self.key(rel), data, IfMatch=etag)
-        except (FileExistsError, FileNotFoundError):
+            self.fs.pipe_file(self.key(rel), data, **condition)
+        except refused:
             return False
         except OSError as exc:
             if _precondition_failed(exc):
