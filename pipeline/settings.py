@@ -4,6 +4,9 @@ Precedence, highest first: explicit overrides (CLI flags), ``RECCOBEATS_*`` envi
 variables, an optional TOML file (``--config`` or ``RECCOBEATS_CONFIG``), then the defaults
 below, which come from ``design.md`` (seed rates, TTLs) and from what the real API accepts.
 Invalid values fail fast with a ``ConfigError`` that names the setting.
+
+Over 350 lines on purpose: it is the one place every user-facing knob is declared, with its
+default, bounds and description (written once; consumers get frozen views via config.py).
 """
 
 from __future__ import annotations

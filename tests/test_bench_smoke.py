@@ -17,7 +17,7 @@ def test_quick_benchmark_counters_match_the_run_report(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["--scenario", "cold", "--scenario", "warm", "--models", "budget"]
-    argv += ["--sizes", "200", "--window", "1.0", "--workdir", str(tmp_path)]
+    argv += ["--sizes", "200", "--window", "1.0", "--workdir", str(tmp_path), "--no-defaults-row"]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -37,3 +37,30 @@ def test_quick_benchmark_counters_match_the_run_report(
     assert cold["requests"] == cold["c_min"]  # the fewest calls
     assert greedy["requests"] >= greedy["c_min"]
     assert warm["requests"] == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_matrix_runs_the_cli_as_a_user_would_and_prints_the_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.benchmarks import matrix
+
+    argv = ["--quick", "--n", "80", "--cases", "concurrency", "--workdir", str(tmp_path)]
+    assert matrix.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["case"], r["client"]) for r in rows] == [
+        ("concurrency", "ours"),
+        ("concurrency", "greedy"),
+    ]
+    assert "wall/floor" in out and "ours/greedy" in out and "srv med s load" in out
+    ours, greedy = rows
+    assert ours["settings"] == "defaults + --rate-limit --base-url"
+    assert ours["told_per_min"] == 600  # what --quick's server admits, told as a user would
+    assert ours["report_agrees"] and ours["exit_code"] == 0  # server and report count alike
+    assert ours["ours_over_greedy"] == round(ours["wall_s"] / greedy["wall_s"], 3)
+    for row in rows:
+        assert row["floor_kind"] == "C*L/K"  # 0.5 s x C / K=4 binds before C/R
+        assert row["server_latency_unloaded_median_s"] > 0.1  # lognormal, median 0.5 s
+        assert row["requests"] >= row["c_min"] and row["peak_in_flight"] <= 5

@@ -28,6 +28,11 @@ released, then re-checks everything. A head that needs a slot, and every non-hea
 the condition variable until another thread changes the state (release, admission, 429),
 which always notifies; a set ``StopSignal`` notifies too (``pipeline/stop.py``). Every
 waiter raises ``Cancelled`` as soon as it sees the stop signal set.
+
+Slightly over 350 lines: admission and waiting share one lock and one condition variable,
+and splitting them would put the FIFO hand-off on both sides of a module boundary; the
+controllers (adaptive.py, concurrency.py), the counted state (limiter_backend.py) and the
+tallies (limiter_stats.py) are already apart.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ Design points (design.md sections 2, 8, 9):
 * After ``DOWN_AFTER_FAILED_REQUESTS`` logical requests in a row spent their whole retry
   budget on 5xx, transport errors or malformed bodies, the API is taken as down: every later
   request of the run fails at once instead of hammering a dead API.
+
+Over 350 lines on purpose: the attempt loop is one state machine (retry causes, 429s, the
+API-down rule, the retry window, the total deadline) whose branches must be read together;
+its stateless helpers live in ``http.py`` and the deadline bookkeeping in ``inflight.py``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.simulator import shapes
-from pipeline.simulator.catalog import TARGET_RANGES, Catalog, CatalogTrack
+from pipeline.simulator.catalog import Catalog
 from pipeline.simulator.config import SimulatorConfig
+from pipeline.simulator.entities import CatalogTrack
+from pipeline.simulator.recommender import TARGET_RANGES
 
 Query = Mapping[str, Sequence[str]]
 

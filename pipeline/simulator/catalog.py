@@ -5,28 +5,32 @@ input and the simulated API agree, minus a deterministic ~4 % that the API "does
 with ~5 % that have metadata but no audio features, because the real API has both gaps.
 Tests use the same object to compute expected answers, so nothing here is random at run time:
 every fate and every derived ID is a hash of the Spotify ID (see ``ids.py``).
+
+The records live in ``entities``, the rows in ``catalog_loader``, the nearest-neighbour search in
+``recommender``; this module is the index over them. ``FEATURE_NAMES``, ``Features``,
+``CatalogArtist``, ``CatalogTrack``, ``id_sort_key`` and ``TARGET_RANGES`` are re-exported here,
+where the rest of the simulator has always found them.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import gzip
-import io
 import itertools
-import random
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from importlib import resources
-from types import MappingProxyType
 
-import numpy as np
-
-from pipeline.api.fields import FEATURE_COLUMNS as FEATURE_NAMES
-from pipeline.api.fields import INT_FEATURES as _INT_FEATURES
 from pipeline.simulator import ids as idgen
+from pipeline.simulator.catalog_loader import catalog_rows
+from pipeline.simulator.entities import (
+    FEATURE_NAMES,
+    CatalogArtist,
+    CatalogRow,
+    CatalogTrack,
+    Features,
+    id_sort_key,
+)
+from pipeline.simulator.recommender import TARGET_RANGES, Recommender
 
 # The country list of a recorded track (api notes §6): most tracks carry all of it.
 ALL_COUNTRIES = (
@@ -44,99 +48,13 @@ DEFAULT_UNKNOWN_FRACTION = 0.04
 DEFAULT_NO_FEATURES_FRACTION = 0.05
 DEFAULT_SHARED_ISRC_FRACTION = 0.01
 
-# Ranges the recommendation endpoint validates for feature targets (api notes §2.4).
-TARGET_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {
-        "acousticness": (0.0, 1.0),
-        "danceability": (0.0, 1.0),
-        "energy": (0.0, 1.0),
-        "instrumentalness": (0.0, 1.0),
-        "liveness": (0.0, 1.0),
-        "speechiness": (0.0, 1.0),
-        "valence": (0.0, 1.0),
-        "key": (-1, 11),
-        "loudness": (-60.0, 2.0),
-        "mode": (0, 1),
-        "tempo": (0.0, 250.0),
-        "popularity": (0, 100),
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Features:
-    """Audio features of one track (field names as the API spells them)."""
-
-    acousticness: float
-    danceability: float
-    energy: float
-    instrumentalness: float
-    key: int
-    liveness: float
-    loudness: float
-    mode: int
-    speechiness: float
-    tempo: float
-    valence: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {name: getattr(self, name) for name in FEATURE_NAMES}
-
-    def vector(self) -> tuple[float, ...]:
-        return tuple(float(getattr(self, name)) for name in FEATURE_NAMES)
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogArtist:
-    reccobeats_id: str
-    spotify_id: str
-    name: str
-
-    @property
-    def href(self) -> str:
-        return f"https://open.spotify.com/artist/{self.spotify_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogTrack:
-    spotify_id: str
-    reccobeats_id: str
-    title: str
-    artist: CatalogArtist
-    duration_ms: int
-    popularity: int
-    isrc: str
-    available_countries: str
-    decade: str
-    features: Features | None
-
-    @property
-    def href(self) -> str:
-        return f"https://open.spotify.com/track/{self.spotify_id}"
-
-
-def id_sort_key(spotify_id: str) -> tuple[str, str]:
-    """Case-insensitive Spotify-ID order, as in the recorded artist-track page (exact ties last)."""
-    return (spotify_id.casefold(), spotify_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    spotify_id: str
-    title: str
-    artist: str
-    popularity: int
-    duration_ms: int
-    decade: str
-    features: Features
-
 
 class Catalog:
     """Immutable view of what the simulated API knows. Build it with ``Catalog.load``."""
 
     def __init__(
         self,
-        rows: Sequence[_Row],
+        rows: Sequence[CatalogRow],
         *,
         unknown_fraction: float = DEFAULT_UNKNOWN_FRACTION,
         no_features_fraction: float = DEFAULT_NO_FEATURES_FRACTION,
@@ -191,7 +109,7 @@ class Catalog:
             k: tuple(sorted(v, key=lambda t: id_sort_key(t.spotify_id)))
             for k, v in by_artist.items()
         }
-        self._matrix: _FeatureMatrix | None = None
+        self._matrix: Recommender | None = None
         self._matrix_lock = threading.Lock()
 
     # ----------------------------------------------------------------- construction
@@ -309,7 +227,7 @@ class Catalog:
         """
         with self._matrix_lock:  # built once, on first use (most runs never recommend)
             if self._matrix is None:
-                self._matrix = _FeatureMatrix(
+                self._matrix = Recommender(
                     [t for t in self._tracks.values() if t.features is not None]
                 )
         return self._matrix.nearest(
@@ -347,132 +265,6 @@ def _share_some_isrcs(tracks: dict[str, CatalogTrack], fraction: float) -> dict[
     return out
 
 
-class _FeatureMatrix:
-    """Standardised features (+ popularity) of the tracks that have features, in ID order."""
-
-    def __init__(self, tracks: list[CatalogTrack]) -> None:
-        self.tracks = sorted(tracks, key=lambda t: id_sort_key(t.spotify_id))
-        self.columns = (*FEATURE_NAMES, "popularity")
-        raw = np.array(
-            [(*t.features.vector(), float(t.popularity)) for t in self.tracks if t.features],
-            dtype=np.float64,
-        ).reshape(len(self.tracks), len(self.columns))
-        self.mean = raw.mean(axis=0) if len(raw) else np.zeros(len(self.columns))
-        std = raw.std(axis=0) if len(raw) else np.ones(len(self.columns))
-        self.std = np.where(std > 0, std, 1.0)
-        self.z = (raw - self.mean) / self.std
-        self.row_of = {t.spotify_id: i for i, t in enumerate(self.tracks)}
-
-    def nearest(
-        self,
-        seeds: list[CatalogTrack],
-        negatives: list[CatalogTrack],
-        size: int,
-        targets: Mapping[str, float],
-        feature_weight: float,
-    ) -> list[CatalogTrack]:
-        seed_rows = [self.row_of[t.spotify_id] for t in seeds if t.spotify_id in self.row_of]
-        if not seed_rows or size <= 0:
-            return []
-        n_feat = len(FEATURE_NAMES)
-        weights = np.ones(len(self.columns))
-        weights[n_feat] = 0.0  # popularity only matters when asked for
-        target = self.z[seed_rows].mean(axis=0)
-        neg_rows = [self.row_of[t.spotify_id] for t in negatives if t.spotify_id in self.row_of]
-        if neg_rows:
-            target = target + 0.5 * (target - self.z[neg_rows].mean(axis=0))
-        for name, value in targets.items():
-            j = self.columns.index(name)
-            target[j] = (float(value) - self.mean[j]) / self.std[j]
-            weights[j] = feature_weight
-        dist = (((self.z - target) ** 2) * weights).sum(axis=1)
-        excluded = {t.spotify_id for t in (*seeds, *negatives)}
-        for sid in excluded:
-            if sid in self.row_of:
-                dist[self.row_of[sid]] = np.inf
-        order = np.argsort(dist, kind="stable")
-        out: list[CatalogTrack] = []
-        for i in order:
-            if len(out) >= size or not np.isfinite(dist[i]):
-                break
-            out.append(self.tracks[int(i)])
-        return out
-
-
-# --------------------------------------------------------------------- loading
-def _read_bundled_rows() -> list[_Row]:
-    raw = resources.files("pipeline.simulator").joinpath("data/catalog.csv.gz").read_bytes()
-    text = io.StringIO(gzip.decompress(raw).decode("utf-8"))
-    reader = csv.reader(text)
-    header = next(reader)
-    col = {name: i for i, name in enumerate(header)}
-    rows: list[_Row] = []
-    seen: set[str] = set()
-    for rec in reader:
-        sid = rec[col["track_id"]]
-        if sid in seen:
-            continue
-        seen.add(sid)
-        feats = {
-            n: (int(float(rec[col[n]])) if n in _INT_FEATURES else float(rec[col[n]]))
-            for n in FEATURE_NAMES
-        }
-        rows.append(
-            _Row(
-                spotify_id=sid,
-                title=rec[col["track_name"]],
-                artist=rec[col["track_artist"]],
-                popularity=int(rec[col["track_popularity"]]),
-                duration_ms=int(rec[col["duration_ms"]]),
-                decade=rec[col["decade"]],
-                features=Features(**feats),
-            )
-        )
-    return rows
-
-
-def _synthetic_rows(n: int, seed: int, taken: set[str]) -> list[_Row]:
-    """``n`` random tracks for benchmarks: random base62 IDs, plausible random features."""
-    rng = random.Random(seed)
-    n_artists = max(1, n // 10)
-    rows: list[_Row] = []
-    for i in range(n):
-        sid = "".join(rng.choices(idgen.BASE62, k=22))
-        while sid in taken:
-            sid = "".join(rng.choices(idgen.BASE62, k=22))
-        taken.add(sid)
-        feats = Features(
-            acousticness=round(rng.random() ** 2, 4),
-            danceability=round(rng.uniform(0.2, 0.98), 3),
-            energy=round(rng.uniform(0.05, 1.0), 3),
-            instrumentalness=round(rng.random() ** 6, 5),
-            key=rng.randint(0, 11),
-            liveness=round(rng.uniform(0.02, 0.8), 4),
-            loudness=round(rng.uniform(-20.0, -1.0), 3),
-            mode=rng.randint(0, 1),
-            speechiness=round(rng.uniform(0.02, 0.4) ** 1.5, 4),
-            tempo=round(rng.uniform(60.0, 200.0), 3),
-            valence=round(rng.random(), 3),
-        )
-        rows.append(
-            _Row(
-                spotify_id=sid,
-                title=f"Synthetic Track {i}",
-                artist=f"Synthetic Artist {rng.randrange(n_artists)}",
-                popularity=rng.randint(0, 100),
-                duration_ms=rng.randint(90_000, 360_000),
-                decade=rng.choice(("70s", "80s", "90s", "00s", "10s", "20s")),
-                features=feats,
-            )
-        )
-    return rows
-
-
-@functools.lru_cache(maxsize=8)
-def _bundled_rows() -> tuple[_Row, ...]:
-    return tuple(_read_bundled_rows())
-
-
 @functools.lru_cache(maxsize=8)
 def _load_cached(
     extra_synthetic: int,
@@ -481,14 +273,24 @@ def _load_cached(
     no_features_fraction: float,
     shared_isrc_fraction: float,
 ) -> Catalog:
-    if extra_synthetic < 0:
-        raise ValueError("extra_synthetic must be >= 0")
-    rows = list(_bundled_rows())
-    if extra_synthetic:
-        rows += _synthetic_rows(extra_synthetic, seed, {r.spotify_id for r in rows})
     return Catalog(
-        rows,
+        catalog_rows(extra_synthetic, seed),
         unknown_fraction=unknown_fraction,
         no_features_fraction=no_features_fraction,
         shared_isrc_fraction=shared_isrc_fraction,
     )
+
+
+__all__ = [
+    "DEFAULT_NO_FEATURES_FRACTION",
+    "DEFAULT_SHARED_ISRC_FRACTION",
+    "DEFAULT_UNKNOWN_FRACTION",
+    "FEATURE_NAMES",
+    "TARGET_RANGES",
+    "Catalog",
+    "CatalogArtist",
+    "CatalogTrack",
+    "Features",
+    "id_sort_key",
+    "reccobeats_id_for",
+]

@@ -23,7 +23,12 @@ _D = SimulatorConfig()
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the simulator's flags to ``parser`` (defaults = ``SimulatorConfig`` defaults)."""
     g = parser.add_argument_group("simulator")
-    g.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any free port)")
+    g.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port on 127.0.0.1, 0 = any free port (default %(default)s)",
+    )
     g.add_argument(
         "--rate-limit",
         type=float,
@@ -45,20 +50,22 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         metavar="B",
         help="max starts in any 1 s, budget/block models; 0 = none (default %(default)s)",
     )
-    g.add_argument("--model", choices=MODELS, default=_D.model, help="rate-limit model")
+    g.add_argument(
+        "--model", choices=MODELS, default=_D.model, help="rate-limit model (default %(default)s)"
+    )
     g.add_argument(
         "--block-after",
         type=int,
         default=_D.block_after,
         metavar="K",
-        help="block model: 429s within a window that trigger a block",
+        help="block model: 429s within a window that trigger a block (default %(default)s)",
     )
     g.add_argument(
         "--block-seconds",
         type=float,
         default=_D.block_seconds,
         metavar="T",
-        help="block model: block length",
+        help="block model: block length (default %(default)s)",
     )
     g.add_argument(
         "--count-rejected",
@@ -68,56 +75,84 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     g.add_argument(
         "--per-endpoint",
         action="store_true",
-        help="apply the limit per endpoint instead of globally",
+        help="apply the limit per endpoint instead of globally (default %(default)s)",
     )
     g.add_argument(
         "--latency",
         type=float,
         default=_D.latency_s,
         metavar="S",
-        help="fixed latency per admitted request",
+        help="fixed latency per admitted request (default %(default)s)",
     )
     g.add_argument(
         "--latency-jitter",
         type=float,
         default=_D.latency_jitter_s,
         metavar="S",
-        help="+ uniform(0, S) latency",
+        help="+ uniform(0, S) latency (default %(default)s)",
+    )
+    g.add_argument(
+        "--latency-median",
+        type=float,
+        default=_D.latency_median_s,
+        metavar="S",
+        help="> 0: + lognormal service time with median S seconds (default %(default)s)",
+    )
+    g.add_argument(
+        "--latency-sigma",
+        type=float,
+        default=_D.latency_sigma,
+        metavar="SIGMA",
+        help="sigma of ln(latency) for --latency-median (default %(default)s)",
+    )
+    g.add_argument(
+        "--parallelism",
+        type=int,
+        default=_D.parallelism,
+        metavar="K",
+        help="work on at most K at once, the rest queue; 0 = no limit (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=_D.max_concurrent,
+        metavar="M",
+        help="429 to a request arriving while M are in the server; 0 = off (default %(default)s)",
     )
     g.add_argument(
         "--spike-prob",
         type=float,
         default=_D.spike_probability,
         metavar="P",
-        help="probability of a latency spike",
+        help="probability of a latency spike (default %(default)s)",
     )
     g.add_argument(
         "--spike-seconds",
         type=float,
         default=_D.spike_s,
         metavar="S",
-        help="extra latency of a spike",
+        help="extra latency of a spike (default %(default)s)",
     )
     g.add_argument(
         "--error-rate",
         type=float,
         default=_D.error_rate,
         metavar="F",
-        help="fraction of admitted requests answered 5xx",
+        help="fraction of admitted requests answered 5xx (default %(default)s)",
     )
     g.add_argument(
         "--malformed-rate",
         type=float,
         default=_D.malformed_rate,
         metavar="F",
-        help="fraction of 200s with a truncated JSON body",
+        help="fraction of 200s with a truncated JSON body (default %(default)s)",
     )
     g.add_argument(
         "--reset-rate",
         type=float,
         default=_D.reset_rate,
         metavar="F",
-        help="fraction of requests whose connection is reset",
+        help="fraction of requests whose connection is reset (default %(default)s)",
     )
     g.add_argument(
         "--max-ids",
@@ -130,23 +165,28 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--over-max-ids",
         choices=("reject", "truncate"),
         default=_D.over_max_ids,
-        help="above --max-ids: 400/4004 (reject) or keep the first N silently",
+        help="above --max-ids: 400/4004 (reject) or keep the first N (default %(default)s)",
     )
     g.add_argument(
         "--all-unknown",
         type=int,
         choices=(200, 404),
         default=_D.all_unknown_status,
-        help="status of a batch in which no ID is known",
+        help="status of a batch in which no ID is known (default %(default)s)",
     )
     g.add_argument(
         "--synthetic",
         type=int,
-        default=0,
+        default=_D.synthetic_tracks,
         metavar="N",
-        help="add N synthetic tracks to the catalog",
+        help="add N synthetic tracks to the catalog (default %(default)s)",
     )
-    g.add_argument("--seed", type=int, default=_D.seed, help="seed of faults and synthetic tracks")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=_D.seed,
+        help="seed of faults and synthetic tracks (default %(default)s)",
+    )
     return parser
 
 
@@ -163,6 +203,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         per_endpoint=args.per_endpoint,
         latency_s=args.latency,
         latency_jitter_s=args.latency_jitter,
+        latency_median_s=args.latency_median,
+        latency_sigma=args.latency_sigma,
+        parallelism=args.parallelism,
+        max_concurrent=args.max_concurrent,
         spike_probability=args.spike_prob,
         spike_s=args.spike_seconds,
         error_rate=args.error_rate,

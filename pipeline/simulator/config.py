@@ -1,7 +1,8 @@
 """``SimulatorConfig``: every knob of the simulator in one frozen object.
 
 Defaults describe a healthy, moderately limited API (600 requests/min, bursts of 20, no faults,
-no latency) so the demo runs fast; tests and benchmarks turn on the harsh parts explicitly.
+no latency, unlimited server capacity) so the demo runs fast; tests and benchmarks turn on the
+harsh parts explicitly.
 """
 
 from __future__ import annotations
@@ -44,13 +45,22 @@ class SimulatorConfig:
     # faults
     latency_s: float = 0.0
     latency_jitter_s: float = 0.0  # + uniform(0, jitter)
+    latency_median_s: float = 0.0  # > 0: + lognormal service time with this median ...
+    latency_sigma: float = 0.5  # ... and this sigma of ln(seconds)
     spike_probability: float = 0.0
     spike_s: float = 0.0  # added on a spike
     error_rate: float = 0.0  # 5xx
     proxy_html_fraction: float = 0.25  # of those 5xx: non-JSON proxy 502 instead of JSON 500/5001
     malformed_rate: float = 0.0  # 200 with truncated JSON
     reset_rate: float = 0.0  # close the connection without a response
+    # hostile servers (issue 11): deterministic, every admitted data request
+    reject_all: bool = False  # 400 with a validation body (4004) to every request
+    html_404: bool = False  # a proxy's HTML 404 page instead of every answer
+    trickle_s_per_byte: float = 0.0  # > 0: send the body one byte at a time, this far apart
     seed: int = 0  # fault RNG and synthetic tracks
+    # server capacity (capacity.py), on the requests the rate limit admitted; 0 = unlimited
+    parallelism: int = 0  # at most K worked on at once, the rest queue (FIFO)
+    max_concurrent: int = 0  # 429 to a request arriving while this many are in the server
     # catalog
     synthetic_tracks: int = 0
     unknown_fraction: float = DEFAULT_UNKNOWN_FRACTION
@@ -82,9 +92,18 @@ class SimulatorConfig:
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
-        for name in ("latency_s", "latency_jitter_s", "spike_s"):
+        for name in (
+            "latency_s",
+            "latency_jitter_s",
+            "latency_median_s",
+            "latency_sigma",
+            "spike_s",
+            "trickle_s_per_byte",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.parallelism < 0 or self.max_concurrent < 0:
+            raise ValueError("parallelism and max_concurrent must be >= 0 (0 = unlimited)")
         if self.synthetic_tracks < 0:
             raise ValueError("synthetic_tracks must be >= 0")
         self.limit_spec  # noqa: B018 -- validates the limit fields now, not at first request

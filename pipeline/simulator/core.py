@@ -1,20 +1,32 @@
-"""One request's life, independent of the HTTP plumbing: count -> limit -> fault -> answer.
+"""One request's life, independent of the HTTP plumbing: count -> limit -> capacity -> fault
+-> answer -> serve.
 
 ``SimulatorCore.handle`` turns a method and request target into a ``Reply`` (status, body,
-headers, a delay to sleep before sending, or "reset the connection"); the server only executes
-it, calling ``complete`` after the injected latency (so the in-flight count covers it) and
-just before sending (so a client that has its answer always finds it counted).
+headers, a service time, or "reset the connection"); the server then calls ``serve`` (queue
+for a worker, hold it for the service time: ``capacity.py``) and ``complete`` just before
+sending (so the in-flight count covers the latency, and a client that has its answer always
+finds it counted).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pipeline.simulator import shapes
-from pipeline.simulator.api import ENDPOINTS, SimulatorApi, list_param, no_such_path, route
+from pipeline.simulator.api import (
+    ENDPOINTS,
+    Query,
+    Route,
+    SimulatorApi,
+    list_param,
+    no_such_path,
+    route,
+)
+from pipeline.simulator.capacity import ServerCapacity
 from pipeline.simulator.catalog import Catalog
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.counters import OTHER, SimCounters, outcome_for_status
@@ -31,13 +43,15 @@ class Reply:
     body: bytes = b""
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # service time (the injected latency), spent holding a worker
     reset: bool = False  # close the connection without any response
+    admitted: bool = False  # passed the rate limit and the concurrency cap: it uses capacity
     # accounting, for ``complete`` (None: a control request, not counted)
     endpoint: str | None = None
     outcome: str = "ok"
     block_started: bool = False
     limit_reason: str | None = None  # on a 429: which limit tripped (limits.Decision.reason)
+    trickle_s: float = 0.0  # > 0: the body goes out one byte at a time, this far apart
 
 
 def _json(obj: Any) -> bytes:
@@ -52,6 +66,7 @@ class SimulatorCore:
         self.limits = RateLimits(config.limit_spec, clock=config.clock)
         self.faults = FaultInjector(config)
         self.counters = SimCounters(ENDPOINTS, config.window_s, clock=config.clock)
+        self.capacity = ServerCapacity(config.parallelism, config.max_concurrent, config.clock)
 
     # ------------------------------------------------------------------ public
     def handle(self, method: str, target: str) -> Reply:
@@ -70,43 +85,80 @@ class SimulatorCore:
 
         decision = self.limits.check(ep)
         if not decision.allowed:
-            body = shapes.error_body(shapes.RATE_LIMITED, "Too many requests", path)
-            return Reply(
-                429,
-                _json(body),
-                headers=(("Retry-After", str(decision.retry_after_header)),),
-                endpoint=ep,
-                outcome="429",
-                block_started=decision.block_started,
-                limit_reason=decision.reason,
+            return self._rate_limited(
+                ep, path, decision.retry_after_header, decision.reason, decision.block_started
             )
+        if not self.capacity.try_enter():
+            # the rate allowed it, but the server already holds max_concurrent requests
+            return self._rate_limited(ep, path, 1, "concurrency", False)
         self.counters.admitted()
+        return self._answer(r, ep, path, query)
 
+    def _rate_limited(
+        self, ep: str, path: str, retry_after: int, reason: str | None, block_started: bool
+    ) -> Reply:
+        body = shapes.error_body(shapes.RATE_LIMITED, "Too many requests", path)
+        return Reply(
+            429,
+            _json(body),
+            headers=(("Retry-After", str(retry_after)),),
+            endpoint=ep,
+            outcome="429",
+            block_started=block_started,
+            limit_reason=reason,
+        )
+
+    def _answer(self, r: Route, ep: str, path: str, query: Query) -> Reply:
+        """An admitted request: its fault plan (service time, fault kind), then its answer."""
         plan = self.faults.plan()
+        delay = plan.delay_s
         if plan.kind == "reset":
-            return Reply(0, delay_s=plan.delay_s, reset=True, endpoint=ep, outcome="resets")
+            return Reply(0, delay_s=delay, reset=True, endpoint=ep, outcome="resets", admitted=True)
         if plan.kind == "error500":
-            body = shapes.error_body(shapes.INTERNAL, "Internal Server Error", path)
-            return Reply(500, _json(body), delay_s=plan.delay_s, endpoint=ep, outcome="5xx")
+            error = shapes.error_body(shapes.INTERNAL, "Internal Server Error", path)
+            return Reply(
+                500, _json(error), delay_s=delay, endpoint=ep, outcome="5xx", admitted=True
+            )
         if plan.kind == "error502":
             return Reply(
                 502,
                 shapes.PROXY_502_HTML.encode(),
                 content_type="text/html",
-                delay_s=plan.delay_s,
+                delay_s=delay,
                 endpoint=ep,
                 outcome="5xx",
+                admitted=True,
             )
+        if plan.kind == "reject400":
+            invalid = shapes.validation_body([("ids", "must not be rejected, yet is")])
+            return Reply(400, _json(invalid), delay_s=delay, endpoint=ep, outcome="400",
+                         admitted=True)  # fmt: skip
+        if plan.kind == "html404":
+            return Reply(404, shapes.PROXY_404_HTML.encode(), content_type="text/html",
+                         delay_s=delay, endpoint=ep, outcome="404", admitted=True)  # fmt: skip
         resp = self.api.handle(r, path, query)
         body = _json(resp.body)
         outcome = outcome_for_status(resp.status)
         if plan.kind == "malformed" and resp.status == 200:
             body = body[: max(1, len(body) // 2)]  # cut mid-document: not parseable JSON
             outcome = "malformed"
-        return Reply(resp.status, body, delay_s=plan.delay_s, endpoint=ep, outcome=outcome)
+        return Reply(
+            resp.status, body, delay_s=delay, endpoint=ep, outcome=outcome, admitted=True,
+            trickle_s=self.config.trickle_s_per_byte,
+        )  # fmt: skip
+
+    def serve(self, reply: Reply, stop: threading.Event) -> None:
+        """Spend the reply's service time holding a worker (queueing first if all are busy)."""
+        if reply.admitted:
+            service = self.capacity.serve(reply.delay_s, stop)
+            self.counters.served(service.queue_wait_s, service.service_s)
+        elif reply.delay_s > 0:
+            stop.wait(reply.delay_s)
 
     def complete(self, reply: Reply) -> None:
         """Count the reply, right before it is sent (or the connection reset)."""
+        if reply.admitted:
+            self.capacity.leave()
         if reply.endpoint is not None:
             status = None if reply.reset else reply.status
             self.counters.finished(
@@ -118,10 +170,12 @@ class SimulatorCore:
         self.counters.reset()
         self.limits.reset()
         self.faults.reset()
+        self.capacity.reset()
 
     def counters_snapshot(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
         snap["limiter"] = self.limits.snapshot()
+        snap["capacity"] = self.capacity.snapshot()
         return snap
 
     def info(self) -> dict[str, Any]:
@@ -142,6 +196,12 @@ class SimulatorCore:
                 "count_rejected": spec.count_rejected,
                 "per_endpoint": spec.per_endpoint,
                 "max_ids": self.config.max_ids,
+            },
+            "capacity": {
+                "parallelism": self.config.parallelism,
+                "max_concurrent": self.config.max_concurrent,
+                "latency_median_s": self.config.latency_median_s,
+                "latency_sigma": self.config.latency_sigma,
             },
             "config": self.config.as_dict(),
         }

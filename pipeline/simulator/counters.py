@@ -3,10 +3,16 @@
 ``max_in_window`` is the most request arrivals in any sliding window of ``window_s`` (429'd ones
 included): a client that respects an N-per-window limit keeps it <= N whatever the server
 does. ``max_admitted_in_window`` counts only the requests the limiter let through.
+
+``latency`` is the server's own view of how long admitted requests took: ``median_s`` is the
+loaded latency (queue wait + service), ``service_median_s`` what the same requests would have
+taken on an idle server (unloaded), ``queue_wait_*`` the difference. A client that does not
+flood a saturated server keeps the two medians close. The last ``LATENCY_SAMPLES`` requests count.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import deque
@@ -16,6 +22,19 @@ from typing import Any
 
 OUTCOMES = ("ok", "429", "404", "400", "5xx", "malformed", "resets")
 OTHER = "other"  # requests to paths that are not API endpoints (404/4042)
+LATENCY_SAMPLES = 100_000
+
+
+def _quantiles(values: deque[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p90": None, "max": None}
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return {
+        "median": round(statistics.median(ordered), 4),
+        "p90": round(p90, 4),
+        "max": round(ordered[-1], 4),
+    }
 
 
 def outcome_for_status(status: int) -> str:
@@ -73,6 +92,9 @@ class SimCounters:
             self._arrivals = _Window(self._window_s)
             self._admitted = _Window(self._window_s)
             self._arrivals_1s = _Window(1.0)
+            self._waits: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+            self._services: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+            self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
             self._started_wall = datetime.now(UTC).isoformat(timespec="milliseconds")
             self._started_mono = self._clock()
 
@@ -92,6 +114,13 @@ class SimCounters:
     def admitted(self) -> None:
         with self._lock:
             self._admitted.add(self._clock())
+
+    def served(self, queue_wait_s: float, service_s: float) -> None:
+        """An admitted request got its worker after ``queue_wait_s`` and held it ``service_s``."""
+        with self._lock:
+            self._waits.append(queue_wait_s)
+            self._services.append(service_s)
+            self._latencies.append(queue_wait_s + service_s)
 
     def finished(
         self,
@@ -130,6 +159,22 @@ class SimCounters:
                 "ids_requested_total": self._ids,
                 "in_flight": self._in_flight,
                 "peak_in_flight": self._peak_in_flight,
+                "latency": self._latency_summary(),
                 "started_at": self._started_wall,
                 "uptime_s": round(self._clock() - self._started_mono, 3),
             }
+
+    def _latency_summary(self) -> dict[str, float | int | None]:
+        loaded, service, wait = (
+            _quantiles(q) for q in (self._latencies, self._services, self._waits)
+        )
+        return {
+            "served": len(self._latencies),
+            "median_s": loaded["median"],
+            "p90_s": loaded["p90"],
+            "service_median_s": service["median"],
+            "service_p90_s": service["p90"],
+            "queue_wait_median_s": wait["median"],
+            "queue_wait_p90_s": wait["p90"],
+            "queue_wait_max_s": wait["max"],
+        }

@@ -62,8 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         core = self.server.core
         reply = core.handle(method, self.path)
         try:
-            if reply.delay_s > 0:
-                self.server.stopping.wait(reply.delay_s)
+            core.serve(reply, self.server.stopping)
         finally:
             # counted before the bytes leave, so a client that got its answer always finds
             # it in the counters
@@ -80,6 +79,13 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
+        if reply.trickle_s > 0:  # a server that trickles its body (issue 11)
+            for i in range(len(reply.body)):
+                self.wfile.write(reply.body[i : i + 1])
+                self.wfile.flush()
+                if self.server.stopping.wait(reply.trickle_s):
+                    return
+            return
         self.wfile.write(reply.body)
 
     def _reset_connection(self) -> None:
@@ -158,6 +164,7 @@ class SimulatorServer:
         """Bind (port 0 = a free port), serve from a background thread, return the base URL."""
         if self._httpd is not None:
             raise RuntimeError("simulator already started")
+        self.core.capacity.reopen()
         self._httpd = _HttpServer((self.config.host, self.config.port), self.core)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -174,6 +181,7 @@ class SimulatorServer:
         if httpd is None:
             return
         httpd.stopping.set()
+        self.core.capacity.close()  # queued requests leave without service
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.simulator.catalog import CatalogArtist, CatalogTrack
+from pipeline.simulator.entities import CatalogArtist, CatalogTrack
 
 # ReccoBeats error codes (the body's ``status`` field, not the HTTP status).
 MISSING_PARAMETER = 4001
@@ -25,6 +25,13 @@ INTERNAL = 5001
 PROXY_502_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+PROXY_404_HTML = (
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
 

@@ -13,6 +13,11 @@ budget L per window is sized from the workload so that C >= 5.5 L (the budget bi
 
 Requests and 429s are counted by the SERVER (simulator counters) and cross-checked against
 the run report (``report_*`` fields). Prints a table, then one JSON line per run.
+
+The time scaling, the lifted per-endpoint seeds and the global gap set to the server's shape
+are tuned settings (``compressed.job_overrides``), so each cold run is followed by an
+``ours@defaults`` row: the same server, the job told only the limit (rate and window). For the
+job exactly as a user runs it (real minute, real CLI) see ``matrix``.
 """
 
 from __future__ import annotations
@@ -20,23 +25,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipeline.settings import ENDPOINTS
-from pipeline.simulator import SimulatorConfig, SimulatorServer
-from tests.benchmarks import floors
+from pipeline.simulator import SimulatorServer
+from tests.benchmarks.common import format_table, run_child
+from tests.benchmarks.compressed import (
+    MODEL_LABEL,
+    MODELS,
+    RUN_DATE,
+    Limit,
+    default_overrides,
+    job_overrides,
+    limit_for,
+    sim_config,
+)
 from tests.benchmarks.workload import (
-    SEED,
     SYNTHETIC,
     catalog,
     min_calls,
@@ -44,101 +54,11 @@ from tests.benchmarks.workload import (
     workload,
 )
 
-MODELS = ("budget", "spacing", "block")
-MODEL_LABEL = {"budget": "a:budget+burst", "spacing": "b:spacing", "block": "c:budget+block"}
 SCENARIOS = ("cold", "cold2x", "warm", "incremental", "local", "faults")
-RUN_DATE = "2025-06-01"
-LATENCY_S = 0.02
-LATENCY_JITTER_S = 0.02
-BUDGET_FACTOR = 5.5  # C >= 5.5 L: the per-window budget binds
-#: Not scaled: arrival jitter on loopback (new connections, GIL) is absolute, ~ms.
-JITTER_MARGIN_S = 0.01
-
-
-@dataclass(frozen=True)
-class Limit:
-    model: str
-    L: int  # starts per window
-    window_s: float
-    burst: int  # starts per 1 s (budget/block); 0 for spacing
-
-    @property
-    def rate_per_s(self) -> float:
-        return self.L / self.window_s
-
-    def floor(self, calls: int) -> float:
-        return floors.floor_s(
-            calls, self.model, self.L, self.window_s, self.burst, LATENCY_S + LATENCY_JITTER_S / 2
-        )
-
-
-def limit_for(model: str, calls: int, window_s: float) -> Limit:
-    L = max(2, math.floor(calls / BUDGET_FACTOR))
-    burst = 0 if model == "spacing" else max(2, math.ceil(2 * L / window_s))
-    return Limit(model, L, window_s, burst)
-
-
-def sim_config(
-    lim: Limit, *, error_rate: float = 0.0, malformed_rate: float = 0.0
-) -> SimulatorConfig:
-    return SimulatorConfig(
-        model=lim.model,
-        rate_per_window=lim.L,
-        window_s=lim.window_s,
-        burst=lim.burst,
-        block_after=3,
-        block_seconds=2 * lim.window_s,
-        latency_s=LATENCY_S,
-        latency_jitter_s=LATENCY_JITTER_S,
-        error_rate=error_rate,
-        malformed_rate=malformed_rate,
-        proxy_html_fraction=0.25,
-        synthetic_tracks=SYNTHETIC,
-        seed=SEED,
-    )
-
-
-def job_overrides(lim: Limit, url: str, inp: Path, work: Path, factor: float = 1.0) -> dict:
-    """Settings for our job: the limit told ``factor`` x the real one, time scaled by W/60."""
-    k = lim.window_s / 60.0
-    rate_per_min = lim.L * 60.0 / lim.window_s * factor
-    gap = lim.window_s / lim.L if lim.model == "spacing" else 1.0 / lim.burst
-    return {
-        "base_url": url,
-        "input": str(inp),
-        "output_dir": str(work / "output"),
-        "state_dir": str(work / "state"),
-        "rate_limit": rate_per_min,
-        "window_s": lim.window_s,
-        "min_interval_s": gap / factor,
-        "endpoint_limits": {ep: {} for ep in ENDPOINTS},  # one global limit, like the server
-        "adaptive": True,
-        "adaptive_quiet_s": 30.0 * k,
-        "adaptive_increase_per_min": rate_per_min * 6.0 / 120.0,  # defaults' ratio 6/120
-        "adaptive_min_rate": rate_per_min * 6.0 / 120.0,
-        "max_retry_after_s": 300.0 * k,
-        "backoff_base_s": 1.0 * k,
-        "backoff_max_s": 60.0 * k,
-        "jitter_margin_s": JITTER_MARGIN_S,
-        "seed_stagger_s": 0.2 * k,
-        "progress": False,
-    }
 
 
 def _child(spec: dict, work: Path) -> dict:
-    path = work / f"spec-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(spec))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.worker", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(spec, work)
 
 
 def run_ours(
@@ -151,17 +71,21 @@ def run_ours(
     factor: float = 1.0,
     faults: tuple[float, float] = (0.0, 0.0),
     n: int,
+    defaults: bool = False,
 ) -> dict:
+    """Our job; ``defaults``: told only the limit (the row beside the tuned one)."""
+    overrides = default_overrides if defaults else job_overrides
     with SimulatorServer(sim_config(lim, error_rate=faults[0], malformed_rate=faults[1])) as sim:
         spec = {
             "kind": "job",
-            "overrides": job_overrides(lim, sim.url, inp, work, factor),
+            "overrides": overrides(lim, sim.url, inp, work, factor),
             "run_date": RUN_DATE,
         }
         child = _child(spec, work)
         server = sim.counters()
     report = json.loads(Path(child["report_path"]).read_text())
-    return _row(scenario, "ours", lim, n, need, server, child, report)
+    client = "ours@defaults" if defaults else "ours"
+    return _row(scenario, client, lim, n, need, server, child, report)
 
 
 def run_greedy(scenario: str, lim: Limit, inp: Path, work: Path, need: dict, n: int) -> dict:
@@ -268,6 +192,10 @@ class Bench:
                 lim = self.limit(model, n)
                 work = self.work(scenario, n, model)
                 self.emit(run_ours(scenario, lim, inp, work, need, factor=factor, n=n))
+                if self.args.defaults_row:  # the same run with only the limit told
+                    dwork = self.work(scenario + "@defaults", n, model)
+                    kw = {"factor": factor, "n": n, "defaults": True}
+                    self.emit(run_ours(scenario, lim, inp, dwork, need, **kw))
                 if scenario == "cold" and self.args.greedy:
                     self.emit(run_greedy(scenario, lim, inp, work, need, n))
 
@@ -352,25 +280,11 @@ COLUMNS = (
 
 
 def table(rows: list[dict], markdown: bool = False) -> str:
-    def cell(row: dict, key: str, fmt: str) -> str:
+    def value(row: dict, key: str) -> Any:
         v = row.get(key)
-        if key == "model":
-            v = MODEL_LABEL.get(v, v)
-        if v is None:
-            return "-"
-        text = fmt.format(v)
-        return text + ("*" if key == "wall_s" and not row.get("finished", True) else "")
+        return MODEL_LABEL.get(v, v) if key == "model" else v
 
-    head = [h for _, h, _ in COLUMNS]
-    body = [[cell(r, k, f) for k, _, f in COLUMNS] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-    lines.append("-|-".join("-" * w for w in widths))
-    lines += [" | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    if markdown:
-        lines = [f"| {line} |" for line in lines]
-        lines[1] = lines[1].replace(" ", "-")
-    return "\n".join(lines)
+    return format_table(rows, COLUMNS, value, markdown)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -381,6 +295,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=float, default=4.0, help="server window, seconds")
     p.add_argument("--local-rows", type=int, default=1_000_000)
     p.add_argument("--no-greedy", dest="greedy", action="store_false")
+    p.add_argument(
+        "--no-defaults-row",
+        dest="defaults_row",
+        action="store_false",
+        help="skip the row at the defaults (only the limit told) beside each cold run",
+    )
     p.add_argument("--quick", action="store_true", help="cold+warm+incremental, model a, 2k")
     p.add_argument("--workdir", type=Path, help="keep run dirs here (default: a temp dir)")
     p.add_argument("--json-out", type=Path, help="also write the rows as a JSON list here")

@@ -1,7 +1,12 @@
 """Child process of the benchmark: one job run (or one greedy run), its peak RSS measured alone.
 
 ``python -m tests.benchmarks.worker SPEC.json`` prints one JSON line on stdout. A fresh
-process per run makes peak RSS (``ru_maxrss``) that run's own, not the benchmark's.
+process per run makes peak RSS (``ru_maxrss``) that run's own, not the benchmark's. Kinds:
+
+* ``job``    -- ``run_job`` with explicit settings overrides (the compressed-time suite);
+* ``cli``    -- ``reccobeats-etl run ARGV...`` exactly as a user types it (the matrix), with
+  the CLI's own signal handling, so SIGTERM at a deadline still leaves a run report;
+* ``greedy`` -- the greedy 5-thread baseline.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ def main(spec_path: str) -> None:
         settings = load_settings(spec["overrides"])
         report = run_job(settings, date.fromisoformat(spec["run_date"]), progress=False)
         out = {"report_path": str(report.report_path), "exit_code": report.exit_code}
+    elif spec["kind"] == "cli":
+        from pipeline.cli import main as cli_main
+
+        code = cli_main(spec["argv"])
+        reports = sorted(
+            Path(spec["output_dir"]).glob("runs/*.json"), key=lambda p: p.stat().st_mtime
+        )
+        out = {"report_path": str(reports[-1]) if reports else None, "exit_code": code}
+        out["wall_s"] = time.monotonic() - t0
     else:
         import pandas as pd
 

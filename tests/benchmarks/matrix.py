@@ -1,0 +1,341 @@
+"""The benchmark matrix: our job AS A USER RUNS IT vs the greedy 5-thread client, side by side.
+
+    python -m tests.benchmarks.matrix                 # every case (~15-20 min on 2 cores)
+    python -m tests.benchmarks.matrix --quick         # the same cases, half the size (~3-6 min)
+    python -m tests.benchmarks.matrix --cases slow slow-told-2x
+    python -m tests.benchmarks.matrix --set max_concurrency=16   # + a tuned row beside each
+
+Our job is the real CLI, ``reccobeats-etl run --input .. --base-url URL --rate-limit R``, and
+nothing else: every other setting is its default (no ``RECCOBEATS_*`` variable reaches it).
+``--set KEY=VALUE`` (repeatable) adds a second row per case with those settings in a TOML
+``--config`` file; the default row is always printed beside it, so no tuned figure stands alone.
+
+Time is NOT compressed: the server's window is the real minute, so the job's defaults (quiet
+periods, backoff, Retry-After cap) mean what they mean in production. Each server model gets
+its own fresh simulator (``pipeline/simulator``, loopback):
+
+* ``budget``      -- R/min in any sliding minute + a burst cap per second, 20-40 ms latency
+* ``spacing``     -- one start per 60/R s, no burst
+* ``block``       -- budget, and the 3rd 429 within a minute blocks everything for 30 s
+* ``concurrency`` -- budget + lognormal latency (median L) + 429 above K concurrent requests
+* ``slow``        -- budget + lognormal latency (median L) + a server that works on at most K
+  requests at once (the rest queue)
+* ``*-told-2x``   -- the same servers, our job told twice the real rate (an unknown limit)
+
+Figures per row: requests vs the minimum C (``workload.min_calls``), 429s (counted by the
+SERVER), wall vs C/R and vs the floor ``max(C/R, C x L/K)`` for latency-bound servers, peak
+in-flight requests (server-side), the server's median latency loaded (queue wait + service)
+vs unloaded (service alone), peak RSS of the run's process, and wall ours / wall greedy on the
+same server. A row marked ``*`` hit its deadline (``--deadline`` x floor) and was stopped with
+SIGTERM: its wall is a lower bound.
+
+Mapping to production latencies: what a client must do depends on Little's law, the
+in-flight need R x L, and on K; all durations then scale together. A case (R, L, K) here
+behaves like production (R', L', K) with R x L = R' x L', every time multiplied by L'/L. The
+``slow`` case (5/s, L = 2 s, K = 16: 10 in flight needed) is production at L' = 30 s and
+R' = 20/min; the ``concurrency`` case (5/s, L = 1 s, K = 4) is L' = 20-70 s at 15-4.3/min.
+``--sweep`` adds (L, K) = (0.05, 2), (0.5, 2), (2, 64), (5, 16), (5, 64): R x L from 0.25 to
+25 in flight, K below it (the floor is C x L/K) and above it (C/R), i.e. production
+L' = 20-70 s at rates of 0.2-75/min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.simulator import SimulatorServer
+from tests.benchmarks.common import REPO, format_table, run_child
+from tests.benchmarks.servers import RUN_DATE, Case, cases
+from tests.benchmarks.workload import catalog, min_calls, synthetic_ids, workload
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+class Matrix:
+    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+        self.args = args
+        self.root = root
+        ids = synthetic_ids()[: args.n]
+        wl = workload(ids)
+        self.input = wl.write(root / "inputs" / f"n{args.n}.parquet")
+        self.need = min_calls(wl.rows)
+        self.c_min = sum(self.need.values())
+        self.rows: list[dict[str, Any]] = []
+
+    def emit(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        print(
+            f"# {row['case']:<15} {row['client']:<8} wall {row['wall_s']:7.1f}s "
+            f"req {row['requests']:4d} 429 {row['status_429']:3d}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def deadline(self, case: Case) -> float:
+        stages = 3 * case.server.unloaded_latency_s
+        return self.args.deadline * case.server.floor_s(self.c_min) + stages + 15.0
+
+    def ours(self, case: Case, tuned: dict[str, Any] | None) -> dict[str, Any]:
+        work = self.root / case.name / ("tuned" if tuned else "default")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        told = case.server.rate_per_min * case.told_factor
+        out = work / "output"
+        with SimulatorServer(case.server.config()) as sim:
+            argv = ["run", "--input", str(self.input), "--output", str(out)]
+            argv += ["--state-dir", str(work / "state"), "--date", RUN_DATE]
+            argv += ["--base-url", sim.url, "--rate-limit", f"{told:g}", "--no-progress", "-q"]
+            if tuned:
+                toml = work / "tuned.toml"
+                toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in tuned.items()))
+                argv += ["--config", str(toml)]
+            spec = {"kind": "cli", "argv": argv, "output_dir": str(out)}
+            child = run_child(spec, work, timeout_s=self.deadline(case), check=False)
+            server = sim.counters()
+        report = None
+        if child.get("report_path"):
+            report = json.loads(Path(child["report_path"]).read_text())
+        client = "ours+set" if tuned else "ours"
+        row = self.row(case, client, server, child, report)
+        row["told_per_min"] = told
+        row["settings"] = "defaults + --rate-limit --base-url" + (
+            "".join(f" {k}={v}" for k, v in tuned.items()) if tuned else ""
+        )
+        return row
+
+    def greedy(self, case: Case) -> dict[str, Any]:
+        work = self.root / case.name / "greedy"
+        with SimulatorServer(case.server.config()) as sim:
+            spec = {
+                "kind": "greedy",
+                "base_url": sim.url,
+                "input": str(self.input),
+                "deadline_s": self.deadline(case),
+            }
+            child = run_child(spec, work, timeout_s=self.deadline(case) + 60, check=False)
+            server = sim.counters()
+        row = self.row(case, "greedy", server, child, None)
+        row["told_per_min"] = None
+        row["settings"] = "5 threads, sleeps Retry-After"
+        return row
+
+    def row(
+        self,
+        case: Case,
+        client: str,
+        server: dict[str, Any],
+        child: dict[str, Any],
+        report: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        srv = case.server
+        c = self.c_min
+        requests = int(server["requests_total"])
+        n429 = int(server["rejected_429"])
+        if report is not None:
+            wall = float(report["timing"]["wall_s"])
+        else:
+            wall = float(child.get("wall_s") or child.get("process_wall_s") or 0.0)
+        finished = bool(child.get("finished", True)) and not child.get("timed_out")
+        if report is not None and child.get("exit_code") not in (0, None):
+            finished = finished and child.get("exit_code") == 0
+        lat = server.get("latency", {})
+        loaded, unloaded = lat.get("median_s"), lat.get("service_median_s")
+        c_over_r = c / srv.rate_per_s
+        floor = srv.floor_s(c)
+        row: dict[str, Any] = {
+            "case": case.name,
+            "server": srv.describe(),
+            "client": client,
+            "n": self.args.n,
+            "c_min": c,
+            "c_min_by_endpoint": self.need,
+            "requests": requests,
+            "requests_over_c": round(requests / c, 3),
+            "status_429": n429,
+            "pct_429": round(100.0 * n429 / requests, 2) if requests else 0.0,
+            "rejected_by_limit": server.get("rejected_by_limit", {}),
+            "blocks": int(server.get("blocks_started", 0)),
+            "wall_s": round(wall, 2),
+            "c_over_r_s": round(c_over_r, 2),
+            "floor_s": round(floor, 2),
+            "floor_kind": "C/R" if math.isclose(floor, c_over_r) else "C*L/K",
+            "wall_over_c_r": round(wall / c_over_r, 3),
+            "wall_over_floor": round(wall / floor, 3),
+            "peak_in_flight": int(server.get("peak_in_flight", 0)),
+            "peak_working": server.get("capacity", {}).get("peak_working"),
+            "peak_queued": server.get("capacity", {}).get("peak_queued"),
+            "server_latency_loaded_median_s": loaded,
+            "server_latency_unloaded_median_s": unloaded,
+            "loaded_over_unloaded": round(loaded / unloaded, 3) if loaded and unloaded else None,
+            "queue_wait_median_s": lat.get("queue_wait_median_s"),
+            "peak_rss_mb": round(float(child.get("peak_rss_mb") or 0.0), 1),
+            "finished": finished,
+            "timed_out": bool(child.get("timed_out")),
+        }
+        if child.get("error"):  # crashed: no figure of it means anything
+            row["error"] = child["error"]
+            row["wall_over_c_r"] = row["wall_over_floor"] = None
+        if report is not None:
+            req = report["requests"]
+            row["exit_code"] = child.get("exit_code")
+            row["client_peak_in_flight"] = req.get("peak_in_flight")
+            row["report_requests"] = int(req["total_attempts"])
+            row["report_429"] = int(req["status_429"])
+            row["report_agrees"] = (row["report_requests"], row["report_429"]) == (requests, n429)
+            row["failed_ids"] = int(report["ids"].get("failed", 0))
+            row["report_path"] = child["report_path"]
+        return row
+
+    def ratios(self) -> None:
+        """ours / greedy wall on the same server (greedy ran once per distinct server)."""
+        greedy = {r["server"]: r for r in self.rows if r["client"] == "greedy"}
+        for r in self.rows:
+            g = greedy.get(r["server"])
+            if r["client"] != "greedy" and g and g["wall_s"] and not r.get("error"):
+                r["ours_over_greedy"] = round(r["wall_s"] / g["wall_s"], 3)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("case", "case", "{}"),
+    ("client", "client", "{}"),
+    ("told_per_min", "told/min", "{:g}"),
+    ("c_min", "C", "{}"),
+    ("requests", "req", "{}"),
+    ("requests_over_c", "req/C", "{:.2f}"),
+    ("status_429", "429", "{}"),
+    ("pct_429", "429 %", "{:.1f}"),
+    ("wall_s", "wall s", "{:.1f}"),
+    ("c_over_r_s", "C/R s", "{:.1f}"),
+    ("floor_s", "floor s", "{:.1f}"),
+    ("wall_over_c_r", "wall/(C/R)", "{:.2f}"),
+    ("wall_over_floor", "wall/floor", "{:.2f}"),
+    ("peak_in_flight", "peak infl", "{}"),
+    ("server_latency_unloaded_median_s", "srv med s idle", "{:.3f}"),
+    ("server_latency_loaded_median_s", "srv med s load", "{:.3f}"),
+    ("loaded_over_unloaded", "load/idle", "{:.2f}"),
+    ("peak_rss_mb", "RSS MB", "{:.0f}"),
+    ("ours_over_greedy", "ours/greedy", "{:.2f}"),
+)
+
+
+def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    return format_table(rows, COLUMNS, markdown=markdown)
+
+
+def servers_legend(rows: list[dict[str, Any]]) -> str:
+    seen: dict[str, str] = {}
+    for r in rows:
+        seen.setdefault(r["case"], r["server"])
+    return "\n".join(f"  {case:<15} {server}" for case, server in seen.items())
+
+
+def git_state() -> str:
+    def git(*a: str) -> str:
+        proc = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    dirty = git("status", "--short")
+    n = len(dirty.splitlines()) if dirty else 0
+    return f"git HEAD {git('rev-parse', '--short', 'HEAD')}, {n} changed/untracked paths"
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, not {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.matrix",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="2x rate, L/2, n/2: the same ratios")
+    p.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases")
+    p.add_argument("--sweep", action="store_true", help="add the L x K latency sweep")
+    p.add_argument("--n", type=int, help="distinct tracks (default 2000; quick 1000)")
+    p.add_argument("--no-greedy", dest="greedy", action="store_false")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--deadline", type=float, help="stop a run after this x its floor (default 6; quick 3)"
+    )
+    p.add_argument("--workdir", type=Path, help="keep run dirs here (default: a temp dir)")
+    p.add_argument("--json-out", type=Path, help="also write the rows as a JSON list here")
+    p.add_argument("--markdown-out", type=Path, help="also write the table as Markdown here")
+    args = p.parse_args(argv)
+    args.n = args.n or (1000 if args.quick else 2000)
+    args.deadline = args.deadline or (3.0 if args.quick else 6.0)
+    args.tuned = _parse_set(args.set)
+    all_cases = cases(args.quick, args.sweep)
+    names = [c.name for c in all_cases]
+    unknown = sorted(set(args.cases or ()) - set(names))
+    if unknown:
+        p.error(f"unknown case(s) {unknown}; known: {names}")
+    args.selected = [c for c in all_cases if not args.cases or c.name in args.cases]
+    if args.cases:  # a selection keeps its greedy baseline even if its twin is not selected
+        args.selected = [
+            replace(c, greedy=True) if c.told_factor == 1.0 else c for c in args.selected
+        ]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    catalog()  # build once, before the clock matters
+    t0 = time.monotonic()
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="reccobeats-matrix-")
+        root = Path(tmp.name)
+    else:
+        root = args.workdir
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        m = Matrix(args, root)
+        print(f"# {git_state()}; n={args.n} C={m.c_min} {m.need}", flush=True)
+        for case in args.selected:
+            m.emit(m.ours(case, None))
+            if args.tuned:
+                m.emit(m.ours(case, args.tuned))
+            if args.greedy and case.greedy:
+                m.emit(m.greedy(case))
+        m.ratios()
+        for row in m.rows:
+            print(json.dumps(row, sort_keys=True))
+        print()
+        print(table(m.rows))
+        print("\nservers:\n" + servers_legend(m.rows))
+        print("* = stopped at its deadline (wall is a lower bound); ! = the run crashed (error)")
+        print(f"\nmatrix wall: {time.monotonic() - t0:.0f}s", flush=True)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(m.rows, indent=1, sort_keys=True))
+        if args.markdown_out:
+            args.markdown_out.write_text(table(m.rows, markdown=True) + "\n")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
