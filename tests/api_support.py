@@ -4,7 +4,7 @@ the per-endpoint table (each test there runs once per endpoint the stages call).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,3 +215,18 @@ def add_json(
     headers: dict[str, str] | None = None,
 ) -> None:
     rsps.add(responses.GET, url, json=body, status=status, headers=headers)
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """``responses`` for one test, not insisting that every registered URL is called."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    """A client harness (real client, transport and limiter), closed after the test."""
+    harness = make_harness()
+    yield harness
+    harness.client.close()

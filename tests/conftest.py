@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.settings import ENDPOINTS, EndpointLimit, Settings, load_settings
 from pipeline.simulator import Catalog, SimulatorConfig, SimulatorServer
+from tests.api_support import h, rsps  # noqa: F401 (fixtures)
 from tests.redis_support import private_redis, redis_server, redis_url  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]

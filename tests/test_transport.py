@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,19 +42,6 @@ from tests.api_support import (
     track_json,
 )
 from tests.fakes import FakeClock, FixedRandom, plain_limiter
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = make_harness()
-    yield harness
-    harness.client.close()
 
 
 @ids

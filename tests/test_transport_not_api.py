@@ -12,7 +12,6 @@ API's own, with ``responses`` and the real limiter on a fake clock (tests/api_su
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import responses
@@ -21,19 +20,6 @@ from pipeline.errors import ClientRequestError, ResponseFormatError, ServerError
 from tests.api_support import SP1, Case, Harness, add_json, ids, make_harness, track_json
 
 PROXY_404 = "<html><head><title>404 Not Found</title></head><body>nginx</body></html>"
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = make_harness()
-    yield harness
-    harness.client.close()
 
 
 @ids
