@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -168,3 +169,15 @@ def assert_outputs_readable(out: Path) -> None:
         assert all(n.startswith("date=") for n in visible), visible
         if visible:
             pd.read_parquet(root)
+
+
+def one_line_error(capsys: Any, rc: int, expected_rc: int, *words: str) -> str:
+    """The CLI failed with ``expected_rc`` and exactly one error line naming ``words``."""
+    err = capsys.readouterr().err
+    assert rc == expected_rc, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("reccobeats-etl: error:")]
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]

@@ -20,7 +20,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.io.writer import load_enriched
 from tests.conftest import fast_config_toml
-from tests.reliability_support import RUN_DATE, catalog_ids
+from tests.reliability_support import RUN_DATE, catalog_ids, one_line_error
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +48,6 @@ def _run(tmp_path: Path, inp: Path, url: str = NOWHERE, *extra: str, out=None, s
         *extra,
     ]
     return main(argv)
-
-
-def _one_line_error(capsys, rc: int, expected_rc: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == expected_rc, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("reccobeats-etl: error:")]
-    assert len(lines) == 1, err
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _pq(path: Path, table: pa.Table | pd.DataFrame) -> Path:
@@ -121,7 +110,7 @@ CASES = [
 def test_unusable_input_is_one_line_exit_2(tmp_path, capsys, case):
     inp, words = _input_error_cases(tmp_path)[case]
     rc = _run(tmp_path, inp)
-    _one_line_error(capsys, rc, 2, *words)
+    one_line_error(capsys, rc, 2, *words)
     assert not list((tmp_path / "state").glob("*.parquet"))  # nothing fetched, nothing kept
 
 
@@ -182,7 +171,7 @@ def test_output_dir_not_writable_fails_before_any_request(tmp_path, capsys, simu
     blocker.write_text("")
     inp = _pq(tmp_path / "in.parquet", pd.DataFrame({"track_id": catalog_ids(0, 0)[:5]}))
     rc = _run(tmp_path, inp, simulator.url, out=blocker / "out")
-    _one_line_error(capsys, rc, 2, "output")
+    one_line_error(capsys, rc, 2, "output")
     assert simulator.counters()["requests_total"] == 0
 
 
@@ -191,7 +180,7 @@ def test_state_dir_on_unusable_path_is_exit_5(tmp_path, capsys):
     blocker.write_text("")
     inp = _pq(tmp_path / "in.parquet", pd.DataFrame({"track_id": [GOOD]}))
     rc = _run(tmp_path, inp, state=blocker / "state")
-    _one_line_error(capsys, rc, 5, "state dir")
+    one_line_error(capsys, rc, 5, "state dir")
 
 
 def test_corrupt_registry_is_quarantined_and_rebuilt(tmp_path, capsys, caplog, simulator):

@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.io.schemas import RECOMMENDATION_SCHEMA
 from pipeline.io.writer import load_enriched, write_partition
 from tests.conftest import fast_config_toml
-from tests.reliability_support import RUN_DATE
+from tests.reliability_support import RUN_DATE, one_line_error
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +33,6 @@ def _run(tmp_path: Path, inp: Path, out: Path, state: Path, url: str = NOWHERE, 
     argv = ["run", "--input", str(inp), "--output", str(out), "--state-dir", str(state)]
     argv += ["--base-url", url, "--config", str(cfg), "--date", RUN_DATE, "--no-progress", "-q"]
     return main([*argv, *extra])
-
-
-def _one_line_error(capsys, rc: int, expected_rc: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == expected_rc, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("reccobeats-etl: error:")]
-    assert len(lines) == 1, err
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _input(path: Path, ids: list[str], playlists: list[object] | None = None) -> Path:
@@ -78,7 +67,7 @@ def test_overlapping_input_and_output_or_state_is_refused(tmp_path, capsys, cata
         inp, out = data, tmp_path / "alias" / "out"
     _input(inp / "part.parquet", ids)
     rc = _run(tmp_path, inp, out, state)
-    _one_line_error(capsys, rc, 2, "overlaps the input")
+    one_line_error(capsys, rc, 2, "overlaps the input")
 
 
 def test_directory_input_reads_parquet_by_content_and_skips_sidecars(
@@ -186,7 +175,7 @@ def test_a_symlink_in_the_state_dir_is_refused_and_nothing_outside_is_touched(
     (state / "registry.parquet").symlink_to(outside / "registry.parquet")
     inp = _input(tmp_path / "in.parquet", sorted(catalog.known_spotify_ids)[:3])
     rc = _run(tmp_path, inp, tmp_path / "out", state)
-    _one_line_error(capsys, rc, 5, "symlink", "state dir")
+    one_line_error(capsys, rc, 5, "symlink", "state dir")
     assert sorted(p.name for p in outside.iterdir()) == sorted([victim.name, "registry.parquet"])
     assert (outside / "registry.parquet").read_bytes() == b"precious"
 
@@ -199,5 +188,5 @@ def test_a_symlink_in_the_output_dir_is_refused(tmp_path, capsys, catalog):
     (out / "tracks").symlink_to(elsewhere, target_is_directory=True)
     inp = _input(tmp_path / "in.parquet", sorted(catalog.known_spotify_ids)[:3])
     rc = _run(tmp_path, inp, out, tmp_path / "state")
-    _one_line_error(capsys, rc, 2, "symlink", "output")
+    one_line_error(capsys, rc, 2, "symlink", "output")
     assert list(elsewhere.iterdir()) == []
