@@ -20,10 +20,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.settings import ENDPOINTS
-from pipeline.simulator import Catalog
+from pipeline.simulator import Catalog, SimulatorConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2024-06-01"
+#: The rate a user is told, compressed in time: 300/min at 10x (the crash tests' server enforces
+#: it). The in-flight limit at the defaults follows from it (~R x L x 1.5 + 2, here ~5).
+USER_RATE_PER_MIN = 3000.0
 
 
 def catalog_ids(synthetic: int, seed: int) -> list[str]:
@@ -66,6 +69,27 @@ def write_fast_config(path: Path, **extra: object) -> Path:
         lines += [f"[endpoint_limits.{ep}]", "min_interval_s = 0.0"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def write_user_config(path: Path, rate_limit: float, **extra: object) -> Path:
+    """TOML settings as a user writes them: the rate they were told and nothing else (every
+    other knob at its default; ``extra`` only shapes the workload)."""
+    lines = [f"rate_limit = {rate_limit!r}", "progress = false"]
+    lines += [f"{k} = {_toml(v)}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def user_rate_server(seed: int, latency_s: float = 0.03) -> SimulatorConfig:
+    """A server enforcing ``USER_RATE_PER_MIN`` (a 60 s window, bursts of 1.2 x the rate per
+    second), answering after ``latency_s``."""
+    return SimulatorConfig(
+        model="budget",
+        rate_per_window=USER_RATE_PER_MIN,
+        burst=int(USER_RATE_PER_MIN / 60 * 1.2),
+        latency_s=latency_s,
+        seed=seed,
+    )
 
 
 def _toml(value: object) -> str:

@@ -26,16 +26,18 @@ import pytest
 
 from pipeline import load_enriched
 from pipeline.io.storage import open_storage
-from pipeline.simulator import SimulatorConfig, SimulatorServer
+from pipeline.simulator import SimulatorServer
 from tests.reliability_support import (
     RUN_DATE,
+    USER_RATE_PER_MIN,
     catalog_ids,
     kill_when,
     run_args,
     run_to_end,
     start,
-    write_fast_config,
+    user_rate_server,
     write_input,
+    write_user_config,
 )
 from tests.s3_support import S3Server, s3_server  # noqa: F401 (fixture)
 
@@ -69,18 +71,16 @@ def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server):
     root = tmp_path_factory.mktemp("s3crash")
     ids = catalog_ids(0, 11)[:N_IDS]
     inp = write_input(root / "in.parquet", ids, per_playlist=20, repeat_every=50)
-    cfg = write_fast_config(
+    # The defaults plus the rate the server enforces, as in test_reliability_crash.py; a
+    # short lease so each resume takes the killed run's over within seconds.
+    cfg = write_user_config(
         root / "settings.toml",
+        USER_RATE_PER_MIN,
         max_seed_chunks_per_playlist=2,
-        # A kill loses the requests in flight; 6 is the cap the issue-6 figures were measured
-        # with. At the default cap (16) a kill of this 243-request run may lose up to 16
-        # (6.6 %) whatever the storage: that is a property of the cap, not of the state.
-        max_concurrency=6,
         lock_lease_s=LEASE_S,
         lock_wait_s=4 * LEASE_S,
     )
-    config = SimulatorConfig(model="none", latency_s=0.03, seed=11)
-    with SimulatorServer(config) as sim:
+    with SimulatorServer(user_rate_server(seed=11)) as sim:
         yield Env(root, inp, cfg, sim, s3_server)
 
 

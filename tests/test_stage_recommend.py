@@ -21,9 +21,7 @@ from tests.stage_support import API, content, sid, stage_context, track_json
 
 def _rows(playlists: dict[str, list[str]]) -> pd.DataFrame:
     pairs = [(p, s) for p, ids in playlists.items() for s in ids]
-    return pd.DataFrame(
-        {"playlist_id": [p for p, _ in pairs], "spotify_id": [s for _, s in pairs]}
-    )
+    return pd.DataFrame({"playlist_id": [p for p, _ in pairs], "spotify_id": [s for _, s in pairs]})
 
 
 def test_plan_cuts_each_playlist_into_sorted_seed_chunks(tmp_path: Path) -> None:

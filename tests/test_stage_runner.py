@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import ttl_config
 from pipeline.errors import APIError, Cancelled, ServerError
 from pipeline.stages.runner import StageWork, chunked, run_stages
+from pipeline.state.caches import Caches
 from tests.conftest import job_settings
-from tests.stage_support import API, stage_context
+from tests.stage_support import API, sid, stage_context
 
 
 class ListWork(StageWork[int, int]):
@@ -164,3 +166,27 @@ def _one_track_row():  # type: ignore[no-untyped-def]
         href="https://open.spotify.com/track/" + "A" * 22,
     )
     return tracks_frame([track])
+
+
+def test_an_answer_is_journaled_on_disk_before_the_caller_records_it(tmp_path: Path) -> None:
+    """A kill -9 loses only what the process never had: once a worker has an answer, it is
+    saved before the caller thread (which may lag behind) even sees the chunk done."""
+    state = tmp_path / "s"
+    on_disk_at_record: dict[int, set[str]] = {}
+
+    with stage_context(job_settings(tmp_path, API, max_concurrency=2), state) as ctx:
+
+        def job(n: int) -> int:
+            ctx.caches.registry.record_missing([sid(n)])
+            return n
+
+        class Checking(ListWork):
+            def record(self, chunk: int, result: int) -> None:
+                fresh = Caches.load(state, ttl_config(job_settings(tmp_path, API)))
+                known = fresh.registry.known([sid(chunk)], count=False)
+                on_disk_at_record[chunk] = set(known["spotify_id"])
+                super().record(chunk, result)
+
+        run_stages([Checking(list(range(6)), job)], ctx)
+
+    assert on_disk_at_record == {n: {sid(n)} for n in range(6)}

@@ -17,6 +17,7 @@ start. Results are handed back to the calling thread one by one, so each answer 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -138,7 +139,8 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                                 budget.started()
                             work.outstanding += 1
                             in_progress[id(work)] += 1
-                            pending[pool.submit(work.run, chunk)] = (work, chunk)
+                            future = pool.submit(_run_and_save, work, chunk, cadence)
+                            pending[future] = (work, chunk)
                             break
                     else:
                         return  # nothing ready anywhere
@@ -172,7 +174,6 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                             failure = failure or exc
                     finally:
                         work.outstanding -= 1
-                    cadence.tick()
                     bars.chunk_done(
                         work, failed=isinstance(exc, APIError), stopped=isinstance(exc, Cancelled)
                     )
@@ -197,22 +198,41 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
         raise Cancelled("stop requested")
 
 
+def _run_and_save(work: StageWork[T, R], chunk: T, cadence: SaveCadence) -> R:
+    """A worker asks for its chunk, then journals the answer it put (in the same thread).
+
+    Why in the worker: the caller thread records, plans and draws bars for every chunk; when
+    it lags, answers already in memory waited there for their save, and a kill lost them as
+    well as the requests in flight (14 extra requests of 243 at 16 in flight, measured).
+    Saved here, an answer is on disk before its future is even done.
+    """
+    try:
+        return work.run(chunk)
+    finally:
+        cadence.tick()
+
+
 class SaveCadence:
-    """Calls ``flush`` (a journal append) every ``every`` recorded chunks: a kill loses little.
+    """Calls ``flush`` (a journal append) every ``every`` chunks: a kill loses little.
 
     The journal append is O(new rows), ~2 ms per changed table, so the default is every
     chunk: a kill then costs only the requests in flight. (An earlier rule spaced whole-table
     rewrites by their duration; after a slow first write a kill could lose ~25 requests at
-    130 req/s: docs/reliability.md.)
+    130 req/s: docs/reliability.md.) ``tick`` is called from the worker threads; the
+    tables' own write locks keep concurrent appends apart.
     """
 
     def __init__(self, every: int, flush: Callable[[], object]) -> None:
         self._every = max(1, every)
         self._flush = flush
         self._since = 0
+        self._lock = threading.Lock()
 
     def tick(self) -> None:
-        self._since += 1
-        if self._since >= self._every:
+        with self._lock:
+            self._since += 1
+            due = self._since >= self._every
+            if due:
+                self._since = 0
+        if due:
             self._flush()
-            self._since = 0
