@@ -3,6 +3,9 @@ wired into the limiter on a fake clock."""
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from pipeline.api.concurrency import INITIAL_LIMIT, ConcurrencyController, ConcurrencyRules
@@ -89,12 +92,13 @@ def test_limiter_admits_up_to_the_learned_limit_and_reports_it() -> None:
     for p in held:  # slow answers at 100/s: the limit doubles towards the cap
         limiter.on_response("tracks", 200, started_at=p.started_at, latency_s=2.0, in_flight=4)
         p.release()
-    for _ in range(4):
+    for _ in range(8):
         p = limiter.acquire("tracks")
         limiter.on_response("tracks", 200, latency_s=2.0, in_flight=4)
         p.release()
     stats = limiter.stats()
-    assert stats["concurrency_limit"] == 16  # 4 -> 8 -> 16 (the cap), every 4 answers
+    # 4 -> 8 after 4 answers; beyond twice the initial limit only with 12 answers to judge
+    assert stats["concurrency_limit"] == 16
     assert stats["latency_median_s"] == 2.0
     assert [n for _, n in stats["concurrency_timeline"]] == [4, 8, 16]
     more = [limiter.acquire("tracks") for _ in range(16)]
@@ -128,4 +132,41 @@ def test_above_a_429_ceiling_probes_only_within_the_429_budget() -> None:
     feed(c, latency=0.5, rate_per_s=10.0, n=100)  # 120 answers: 2 429s would be > 1 %
     assert c.limit == 4
     feed(c, latency=0.5, rate_per_s=10.0, n=100)  # 220 answers: probes are affordable again
-    assert c.limit == 10  # and, with no 429 coming back, climb by one to the need (10)
+    assert c.limit == 5  # one probe, then a full window (32 answers) judged at 5
+    feed(c, latency=0.5, rate_per_s=10.0, n=300)
+    assert c.limit == 10  # with no 429 coming back, one at a time up to the need (10)
+
+
+def _noisy_server(
+    c: ConcurrencyController, *, median: float, k: int | None, rate: float, answers: int, seed: int
+) -> list[int]:
+    """Answers with lognormal latency (sigma 0.5) sent at in-flight counts spread over
+    limit/2..limit; ``k``: a server of k workers (latency grows as n / k above k), None: no
+    queue. Returns the limit after each answer."""
+    rng = random.Random(seed)
+    limits = []
+    for _ in range(answers):
+        n = rng.randint(max(1, c.limit // 2), c.limit)
+        queue = max(1.0, n / k) if k else 1.0
+        c.on_answer(median * queue * math.exp(rng.gauss(0.0, 0.5)), n, rate)
+        limits.append(c.limit)
+    return limits
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lognormal_noise_alone_is_never_taken_for_saturation(seed: int) -> None:
+    """Latency that does not depend on how many we send (sigma 0.5, 1.6x swings between
+    8-answer medians) must not cut the limit: that cost 25 s of a 48 s run before."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16))
+    limits = _noisy_server(c, median=1.0, k=None, rate=5.0, answers=400, seed=seed)
+    assert c.cuts == 0
+    # the need, 5/s x ~1 s x 1.5 + 2 = 10, moves with the median's own swing, never below it
+    assert all(6 <= n <= 16 for n in limits[100:])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_queueing_server_is_found_through_the_noise(seed: int) -> None:
+    c = ConcurrencyController(ConcurrencyRules(cap=32))
+    limits = _noisy_server(c, median=0.5, k=4, rate=50.0, answers=600, seed=seed)
+    assert c.cuts >= 1
+    assert all(2 <= n <= 8 for n in limits[300:])  # near the server's 4 workers, not 40
