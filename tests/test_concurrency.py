@@ -170,3 +170,17 @@ def test_a_queueing_server_is_found_through_the_noise(seed: int) -> None:
     limits = _noisy_server(c, median=0.5, k=4, rate=50.0, answers=600, seed=seed)
     assert c.cuts >= 1
     assert all(2 <= n <= 8 for n in limits[300:])  # near the server's 4 workers, not 40
+
+
+def test_a_rate_429_lifts_a_ceiling_an_earlier_429_set() -> None:
+    """Told 2x too high, the first 429 (the server's burst) came at a new in-flight high and
+    was blamed on concurrency; once a 429 proves the rate too high, that ceiling goes."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
+    for n in (1, 2, 3, 4) * 5:
+        c.on_answer(2.0, n, 5.0)
+    assert c.on_429(10)
+    assert c.ceiling == c.limit <= 9
+    c.on_rate_429()
+    assert c.ceiling is None
+    feed(c, latency=2.0, rate_per_s=5.0, n=40)
+    assert c.limit == 16  # back to the need (5/s x 2 s x 1.5 + 2 = 17), capped

@@ -349,3 +349,43 @@ def test_from_settings_converts_per_minute_to_per_window() -> None:
     assert stats["effective_rate"] == 40
     capped = RateLimiter(limiter_config(settings), clock=clock, sleep=clock.sleep, initial_rate=1e6)
     assert capped.effective_rate == 60  # a learned rate never exceeds today's ceiling
+
+
+def _told(clock: FakeClock) -> RateLimiter:
+    """Told 300/min: starts 0.21 s apart, adaptive, as ``limiter_config`` builds it."""
+    return make(clock, rate_per_window=300, min_interval_s=0.21, adaptive=True, told_rate=True)
+
+
+def _gap_after(limiter: RateLimiter, clock: FakeClock) -> float:
+    first = limiter.acquire("tracks")
+    first.release()
+    second = limiter.acquire("tracks")
+    second.release()
+    return second.started_at - first.started_at
+
+
+def test_a_told_rates_first_429_after_clean_answers_widens_the_gap_not_the_rate() -> None:
+    """Jitter at the told spacing: one 429 after 20 clean answers. Halving the rate for it
+    made the rest of a run 2x slower; the gap widens by 5 % of the interval instead."""
+    clock = FakeClock()
+    limiter = _told(clock)
+    for _ in range(20):
+        limiter.on_response("tracks", 200)
+    assert _gap_after(limiter, clock) == pytest.approx(0.21)
+    limiter.on_response("tracks", 429, 1.0, started_at=clock())
+    stats = limiter.stats()
+    assert (stats["effective_rate"], stats["count_429"], stats["rate_decreases"]) == (300, 1, 0)
+    clock.advance(2.0)  # past the cool-down
+    assert _gap_after(limiter, clock) == pytest.approx(0.21 + 0.05 * 0.21)
+    limiter.on_response("tracks", 429, 1.0, started_at=clock())  # a second one: the rate's
+    assert limiter.stats()["effective_rate"] == 150
+
+
+def test_a_told_rates_429_in_the_first_answers_cuts_the_rate() -> None:
+    """A told rate 2x too high shows at once (the server's burst limit, 6th-7th request)."""
+    clock = FakeClock()
+    limiter = _told(clock)
+    for _ in range(6):
+        limiter.on_response("tracks", 200)
+    limiter.on_response("tracks", 429, 1.0, started_at=clock())
+    assert limiter.stats()["effective_rate"] == 150

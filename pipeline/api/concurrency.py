@@ -215,6 +215,20 @@ class ConcurrencyController:
         self.baseline_s = math.exp(my + slope * (lo - mx))
         return math.exp(slope * (hi - lo))
 
+    def on_rate_429(self) -> None:
+        """A 429 the rate controller took as its own (it cut the rate): the rate was too high.
+        A ceiling an earlier 429 set may have been the rate's too (a told rate 2x too high
+        first trips the server's burst limit while the in-flight count is at a new high, which
+        looks like "too many concurrent"; measured: the limit stayed at 9 of a needed 16), so
+        it is dropped; the in-flight tallies stay, so a real concurrency limit is found again
+        by the next 429 above it."""
+        if self._ceiling_429 is None:
+            return
+        self._ceiling_429 = None
+        if self._hard_ceiling:
+            self.ceiling = None
+            self._hard_ceiling = False
+
     def _probe_affordable(self) -> bool:
         """Above a ceiling a 429 set, probe only while such 429s stay within 1 % of the
         answers (the rate controller's probe budget): a small run keeps what works."""
