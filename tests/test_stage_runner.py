@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.api.concurrency import INITIAL_LIMIT
 from pipeline.config import ttl_config
 from pipeline.errors import APIError, Cancelled, ServerError
 from pipeline.stages.runner import StageWork, chunked, run_stages
@@ -190,3 +191,29 @@ def test_an_answer_is_journaled_on_disk_before_the_caller_records_it(tmp_path: P
         run_stages([Checking(list(range(6)), job)], ctx)
 
     assert on_disk_at_record == {n: {sid(n)} for n in range(6)}
+
+
+def test_chunks_started_follow_the_in_flight_limit_not_the_pool(tmp_path: Path) -> None:
+    """The pool is sized to the cap (16) but only the limit in force (4 at the start) plus
+    2 ready ones are started: 16 threads queued on the limiter woke each other on every
+    answer and starved the ones saving answers (a kill then lost 4-11 answered chunks)."""
+    started = threading.Semaphore(0)
+    gate = threading.Event()
+
+    def job(n: int) -> int:
+        started.release()
+        assert gate.wait(timeout=10)
+        return n
+
+    work = ListWork(list(range(20)), job)
+    with stage_context(job_settings(tmp_path, API, max_concurrency=16), tmp_path / "s") as ctx:
+        assert ctx.config.pool_size == 16
+        runner = threading.Thread(target=run_stages, args=([work], ctx))
+        runner.start()
+        for _ in range(6):
+            assert started.acquire(timeout=10)
+        queued_while_blocked = len(work.queue)
+        gate.set()
+        runner.join(timeout=10)
+    assert queued_while_blocked == 20 - (INITIAL_LIMIT + 2)
+    assert sorted(c for c, _, _ in work.recorded) == list(range(20))

@@ -170,6 +170,13 @@ class TtlTable:
 
         Costs O(new rows), not O(table): the stages call it after every chunk.
         """
+        if not self._unjournaled:
+            # Nothing put since the last save (a worker journals every table after its own
+            # put). Checked without the locks: another thread may hold this table's lock
+            # for a long lookup, and a worker saving its answer to another table must not
+            # wait for it (a kill then lost answers that had reached the process). A put
+            # that races this read is journaled by the putting thread's own call.
+            return 0
         with self._write_lock:
             with self._lock:
                 if not self._unjournaled:
