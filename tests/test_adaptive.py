@@ -227,3 +227,22 @@ def test_controller_rejects_a_decrease_outside_0_1() -> None:
 @pytest.mark.parametrize(("rate", "starts"), [(0.2, 1), (1.0, 1), (5.999999999999, 6), (6.5, 6)])
 def test_whole_starts(rate: float, starts: int) -> None:
     assert whole_starts(rate) == starts
+
+
+def test_only_a_told_rates_first_429_after_clean_answers_is_forgiven() -> None:
+    told = RateRules(ceiling=300.0, floor=1.0, window_s=60.0, forgive_after=20)
+    c = RateController(told, now=0.0)
+    for i in range(19):
+        c.on_success(float(i), i)
+    assert not c.forgive_429(19.0)  # 19 clean answers: too early to call it jitter
+    assert c.on_429(19.0, 19.0, False) and c.rate == 150.0
+    c2 = RateController(told, now=0.0)
+    for i in range(20):
+        c2.on_success(float(i), i)
+    assert c2.forgive_429(20.0)
+    assert (c2.rate, c2.count_429, c2.forgiven, c2.decreases) == (300.0, 1, 1, 0)
+    assert not c2.forgive_429(21.0)  # the next one is the rate's
+    untold = RateController(RateRules(ceiling=300.0, floor=1.0, window_s=60.0), now=0.0)
+    for i in range(40):
+        untold.on_success(float(i), i)
+    assert not untold.forgive_429(40.0)

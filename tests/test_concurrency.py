@@ -184,3 +184,19 @@ def test_a_rate_429_lifts_a_ceiling_an_earlier_429_set() -> None:
     assert c.ceiling is None
     feed(c, latency=2.0, rate_per_s=5.0, n=40)
     assert c.limit == 16  # back to the need (5/s x 2 s x 1.5 + 2 = 17), capped
+
+
+def test_a_rise_steeper_than_a_queue_can_make_is_not_saturation() -> None:
+    """Sent at 13-16 in flight, answers twice as slow at 16 as at 13: no queue does that (at
+    most 16/13 = 1.23x), so it is noise over a narrow span, and the limit stays."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for _ in range(20):
+        for n in (13, 14, 15, 16):
+            c.on_answer(1.0 * 2 ** ((n - 13) / 3), n, 5.0)  # need ceil(5 x ~1.4 x 1.5) + 2
+    assert (c.cuts, c.ceiling) == (0, None)
+    # the same rise over a span a queue can make (4-16 in flight, latency ~ in flight) cuts
+    q = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for _ in range(20):
+        for n in (4, 8, 12, 16):
+            q.on_answer(0.25 * n, n, 5.0)
+    assert q.cuts >= 1 and q.limit < 16

@@ -375,6 +375,7 @@ def test_a_told_rates_first_429_after_clean_answers_widens_the_gap_not_the_rate(
     limiter.on_response("tracks", 429, 1.0, started_at=clock())
     stats = limiter.stats()
     assert (stats["effective_rate"], stats["count_429"], stats["rate_decreases"]) == (300, 1, 0)
+    assert stats["forgiven_429"] == 1
     clock.advance(2.0)  # past the cool-down
     assert _gap_after(limiter, clock) == pytest.approx(0.21 + 0.05 * 0.21)
     limiter.on_response("tracks", 429, 1.0, started_at=clock())  # a second one: the rate's

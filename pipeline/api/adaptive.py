@@ -19,7 +19,14 @@ Rules (rates are starts per window):
   penalty is not carried into a clean night (64.5 s for 10 requests instead of ~8 s);
 * after the run's first 429 a probe is made only while 429s stay within ``probe_429_budget``
   of the requests made (small runs keep the rate that works instead of spending a tenth of
-  their calls on probes; long runs still climb). ``None``: always probe.
+  their calls on probes; long runs still climb). ``None``: always probe;
+* a told rate's first 429 after ``forgive_after`` clean answers is forgiven (counted, rate
+  kept; the limiter widens its gap a little instead). Why: told the rate, starts are spaced
+  one told interval apart plus a small margin, and a rate that is really too high shows
+  within the first seconds (a told 2x trips the server's burst limit at its 6th-7th
+  request). A first 429 after many clean answers is two starts that network jitter brought
+  closer at the server than we spaced them; halving the rate for it made the rest of a run
+  2x slower. The next 429 is the rate's as usual.
 
 With ``enabled=False`` the rate stays at the ceiling; 429s are still counted.
 """
@@ -33,6 +40,8 @@ from pipeline.config import LimiterConfig
 
 #: Warm start: the learned rate is multiplied by this after each answer until the first 429.
 SLOW_START_FACTOR = 4.0
+#: A told rate's first 429 after this many clean answers is forgiven (``forgive_429``).
+FORGIVE_AFTER = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,7 @@ class RateRules:
     increase: float = 6.0
     quiet_s: float = 30.0
     probe_429_budget: float | None = 0.01
+    forgive_after: int | None = None  # None: no 429 is forgiven (the rate was not told)
 
     @classmethod
     def from_config(cls, c: LimiterConfig) -> RateRules:
@@ -60,6 +70,7 @@ class RateRules:
             increase=float(c.increase_per_window),
             quiet_s=float(c.quiet_s),
             probe_429_budget=c.probe_429_budget,
+            forgive_after=FORGIVE_AFTER if c.told_rate and c.min_interval_s > 0 else None,
         )
 
 
@@ -85,6 +96,8 @@ class RateController:
         self.decreases = 0
         self.increases = 0
         self.last_decrease_at = -math.inf
+        self.forgiven = 0
+        self._clean = 0  # answers without a 429
         self._quiet_anchor = now  # start of the current stretch without a 429 (or increase)
         self._good_rate: float | None = None  # the rate a probe left; restored if it fails
         self._probe_quiet = rules.quiet_s
@@ -94,6 +107,7 @@ class RateController:
     def on_success(self, now: float, requests_made: int) -> bool:
         """A non-429 answer. Returns True when the rate was raised (a probe started)."""
         r = self.rules
+        self._clean += 1
         if self._warm_start and self.count_429 == 0:
             self._good_rate = self.rate
             self.rate = min(r.ceiling, self.rate * SLOW_START_FACTOR)
@@ -134,6 +148,16 @@ class RateController:
         self._good_rate = None
         self.last_decrease_at = now
         self.decreases += 1
+        return True
+
+    def forgive_429(self, now: float) -> bool:
+        """A 429 the caller may forgive (see the module docstring): True when it was, and
+        then it is counted and the rate kept; False: decide with ``on_429``."""
+        after = self.rules.forgive_after
+        if after is None or self.count_429 > 0 or self._clean < after:
+            return False
+        self.note_429(now)
+        self.forgiven += 1
         return True
 
     def note_429(self, now: float) -> None:

@@ -55,9 +55,8 @@ from pipeline.config import LimiterConfig
 from pipeline.errors import Cancelled, RateLimitedError
 from pipeline.stop import StopSignal
 
-#: A told rate's first 429 after this many clean answers is forgiven (``_isolated_told_429``).
-ISOLATED_AFTER = 20
-#: ... and the gap between starts widened by this share of the told interval.
+#: After a forgiven 429 (``RateController.forgive_429``) the gap between starts is widened by
+#: this share of the told interval: two starts jitter brought too close must not meet again.
 TOLD_GAP_WIDEN = 0.05
 
 
@@ -159,7 +158,6 @@ class RateLimiter:
         self._pacing = Pacing(c.window_s, for_good=c.adaptive)
         self._queues: dict[str, deque[object]] = {}
         self._consecutive_429 = 0
-        self._clean_answers = 0
         self._gap_widened_s = 0.0  # told rate: the gap after a forgiven 429 (see on_response)
         self._tally = LimiterTally(t0=clock(), concurrency_timeline=[(0.0, self._conc.limit)])
         if isinstance(self._stop, StopSignal):
@@ -245,7 +243,6 @@ class RateLimiter:
             now = self._clock()
             if status != 429:
                 self._consecutive_429 = 0
-                self._clean_answers += 1
                 if self._rate.on_success(now, self._tally.acquired_total):
                     self._rate_changed(now)
                 if (
@@ -262,8 +259,7 @@ class RateLimiter:
             if in_flight is not None and self._conc.on_429(in_flight):
                 self._rate.note_429(now)  # too many in flight, not too fast
                 self._concurrency_changed()
-            elif self._isolated_told_429():
-                self._rate.note_429(now)  # jitter at the told spacing, not a rate too high
+            elif self._rate.forgive_429(now):  # jitter at the told spacing, not too fast
                 self._gap_widened_s = TOLD_GAP_WIDEN * self.config.min_interval_s
             elif self._rate.on_429(now, started_at, in_cooldown):
                 self._conc.on_rate_429()
@@ -322,24 +318,6 @@ class RateLimiter:
         # Our start and the server's arrival differ by network jitter: keep starts this much
         # further apart than the limits say, or a full window at the server's edge is a 429.
         return gap + self.config.margin_s if gap > 0 else 0.0
-
-    def _isolated_told_429(self) -> bool:
-        """The run's first 429, at a told rate, after ``ISOLATED_AFTER`` clean answers.
-
-        Why not cut the rate for it: told the rate, starts are spaced one told interval apart
-        plus a small margin, and a rate that is really too high shows within the first
-        seconds (a told 2x trips the server's burst limit at its 6th-7th request). A first
-        429 after many clean answers is two starts that jitter brought closer at the server
-        than we spaced them; halving the rate for it made the rest of a run 2x slower. So the
-        gap is widened once (by ``TOLD_GAP_WIDEN``) and the rate kept; the next 429 is the
-        rate's as usual.
-        """
-        return (
-            self.config.told_rate
-            and self.config.min_interval_s > 0
-            and self._rate.count_429 == 0
-            and self._clean_answers >= ISOLATED_AFTER
-        )
 
     def _wait(self, seconds: float) -> None:
         """Wait for time with the lock released: ``stop.wait`` (or the injected sleep)."""

@@ -59,6 +59,7 @@ def limiter_figures(
         "rate_decreases": rate.decreases,
         "rate_increases": rate.increases,
         "count_429": rate.count_429,
+        "forgiven_429": rate.forgiven,  # told rate: the gap was widened, the rate kept
         "cooldown_seconds": tally.cooldown_total,
         "cooldown_until": cooldown_until,
         "in_flight": in_flight,
