@@ -1,0 +1,148 @@
+"""The in-flight controller against a model server, in simulated time: seconds, not minutes.
+
+    python -m tests.benchmarks.controller_model            # the sweep grid, 10 seeds each
+    python -m tests.benchmarks.controller_model --seeds 30
+
+Why: the matrix (``matrix.py``) runs the real job against the real simulator in the real
+minute, 1-2 min per case; tuning ``api/concurrency.py`` needs hundreds of runs. This feeds
+the real ``ConcurrencyController`` from a discrete-event model: our client sends at the told
+spacing while in flight < the limit, and a server with K workers serves FIFO with lognormal
+service times (median L, sigma 0.5), optionally answering 429 above K concurrent requests.
+Requests are independent (no stage chain), so the walls are a little lower than the
+matrix's. Measured (2026-12-02, 10 seeds) against the matrix: L0.5-K2 loaded latency 2.24 x
+idle (matrix 1.9-2.3), L5-K64 2.45 x floor (2.27-2.43), L5-K16 1.57 (1.45), concurrency K4
+1.24 x floor with 1 x 429 (1.22, 1).
+
+Figures per case: median and worst wall / floor ``max(C/R, C x L/K)``, median and worst
+server latency under our load / its service time, peak in flight, 429s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import random
+import statistics
+from dataclasses import dataclass, field
+
+from pipeline.api.concurrency import ConcurrencyController, ConcurrencyRules
+
+GRID = [(0.05, 2), (0.5, 2), (0.5, 4), (1.0, 4), (1.0, 8), (2.0, 4), (2.0, 16), (2.0, 64)]
+GRID += [(5.0, 16), (5.0, 64)]
+
+
+@dataclass
+class Request:
+    sent: float
+    in_flight: int
+
+
+@dataclass
+class Outcome:
+    wall_over_floor: float
+    loaded_over_service: float
+    peak_in_flight: int
+    n429: int
+    limits: list[tuple[float, int]] = field(default_factory=list)
+
+
+def run(
+    latency: float,
+    k: int,
+    *,
+    seed: int,
+    calls: int = 130,
+    rate_per_s: float = 5.0,
+    cap: int = 16,
+    sigma: float = 0.5,
+    reject_above: int | None = None,
+) -> Outcome:
+    rng = random.Random(seed)
+    ctl = ConcurrencyController(ConcurrencyRules(cap=cap))
+    gap = 1.05 / rate_per_s  # the told spacing plus the jitter margin
+    now = next_send = 0.0
+    to_send, done, in_flight, working, n429, peak = calls, 0, 0, 0, 0, 0
+    queue: list[Request] = []
+    events: list[tuple[float, int, bool, Request]] = []  # (at, seq, is_429, request)
+    seq = 0
+    loaded: list[float] = []
+    service: list[float] = []
+    limits = [(0.0, ctl.limit)]
+
+    def serve(at: float, req: Request) -> None:
+        nonlocal working, seq
+        working += 1
+        s = latency * math.exp(rng.gauss(0.0, sigma))
+        service.append(s)
+        seq += 1
+        heapq.heappush(events, (at + s, seq, False, req))
+
+    while done < calls:
+        while to_send and in_flight < ctl.limit and next_send <= now:
+            to_send -= 1
+            in_flight += 1
+            peak = max(peak, in_flight)
+            req = Request(now, in_flight)
+            next_send = now + gap
+            if reject_above is not None and in_flight > reject_above:
+                seq += 1
+                heapq.heappush(events, (now + 0.01, seq, True, req))
+            elif working < k:
+                serve(now, req)
+            else:
+                queue.append(req)
+        times = [events[0][0]] if events else []
+        if to_send and in_flight < ctl.limit:
+            times.append(max(next_send, now))
+        now = min(times)
+        while events and events[0][0] <= now:
+            _, _, is_429, req = heapq.heappop(events)
+            in_flight -= 1
+            if is_429:
+                n429 += 1
+                to_send += 1  # retried
+                ctl.on_429(req.in_flight)
+            else:
+                working -= 1
+                if queue:
+                    serve(now, queue.pop(0))
+                loaded.append(now - req.sent)
+                done += 1
+                ctl.on_answer(now - req.sent, req.in_flight, rate_per_s)
+            if ctl.limit != limits[-1][1]:
+                limits.append((round(now, 1), ctl.limit))
+    workers = k if reject_above is None else min(k, reject_above)
+    floor = max(calls / rate_per_s, calls * latency / workers)
+    return Outcome(
+        wall_over_floor=now / floor,
+        loaded_over_service=statistics.median(loaded) / statistics.median(service),
+        peak_in_flight=peak,
+        n429=n429,
+        limits=limits,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--cap", type=int, default=16)
+    args = p.parse_args(argv)
+    cases: list[tuple[str, float, int, int | None]]
+    cases = [(f"L{lat:g}-K{k}", lat, k, None) for lat, k in GRID]
+    cases.append(("concurrency-K4", 1.0, 64, 4))
+    print("case            wall/floor med (max)   loaded/idle med (max)  peak  429s")
+    for name, lat, k, reject in cases:
+        out = [run(lat, k, seed=s, cap=args.cap, reject_above=reject) for s in range(args.seeds)]
+        w = [o.wall_over_floor for o in out]
+        ld = [o.loaded_over_service for o in out]
+        print(
+            f"{name:<15} {statistics.median(w):6.3f} ({max(w):5.3f})        "
+            f"{statistics.median(ld):5.2f} ({max(ld):5.2f})          "
+            f"{max(o.peak_in_flight for o in out):4d}  {sum(o.n429 for o in out)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
