@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
-from pipeline.api.concurrency import INITIAL_LIMIT, ConcurrencyController, ConcurrencyRules
+from pipeline.api.concurrency import (
+    INITIAL_LIMIT,
+    ConcurrencyController,
+    ConcurrencyRules,
+    fit_knee,
+)
+from tests.benchmarks import controller_model
 from tests.fakes import FakeClock, make_limiter
 
 
@@ -40,7 +47,7 @@ def test_backs_off_when_latency_rises_with_load_and_then_probes_by_one() -> None
     while c.cuts == 0:  # the server queues: latency doubles
         c.on_answer(2.0, 32, 50.0)
     cut = c.limit
-    assert 16 <= cut <= 23  # 32 x 1.1 / ratio, the ratio between 1.5 and 2
+    assert 16 <= cut <= 23  # the knee: 1 s below it, 2 s at 32 in flight (16 workers)
     assert c.ceiling == cut
     feed(c, latency=2.0, rate_per_s=50.0, n=32)  # sent before the cut: not judged again
     assert (c.limit, c.cuts) == (cut, 1)
@@ -153,15 +160,18 @@ def _noisy_server(
     return limits
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_lognormal_noise_alone_is_never_taken_for_saturation(seed: int) -> None:
+@pytest.mark.parametrize("seed", [0, 1, 2, 17, 38])
+def test_lognormal_noise_alone_does_not_hold_the_limit_down(seed: int) -> None:
     """Latency that does not depend on how many we send (sigma 0.5, 1.6x swings between
-    8-answer medians) must not cut the limit: that cost 25 s of a 48 s run before."""
+    8-answer medians) must not keep the limit low: that cost 25 s of a 48 s run once. A chance
+    "queue" in a small early window may cut once (5 of 40 seeds); the cut is then judged on
+    its own answers and undone. Seeds 17 and 38 kept such a cut for 40+ answers before."""
     c = ConcurrencyController(ConcurrencyRules(cap=16))
     limits = _noisy_server(c, median=1.0, k=None, rate=5.0, answers=400, seed=seed)
-    assert c.cuts == 0
-    # the need, 5/s x ~1 s x 1.5 + 2 = 10, moves with the median's own swing, never below it
-    assert all(6 <= n <= 16 for n in limits[100:])
+    assert c.cuts <= 1
+    # the need, 5/s x ~1 s x 1.5 + 2 = 10, moves with the median's own swing
+    assert sum(n < 6 for n in limits[100:]) <= 30
+    assert all(n <= 16 for n in limits)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -200,3 +210,56 @@ def test_a_rise_steeper_than_a_queue_can_make_is_not_saturation() -> None:
         for n in (4, 8, 12, 16):
             q.on_answer(0.25 * n, n, 5.0)
     assert q.cuts >= 1 and q.limit < 16
+
+
+def test_the_knee_is_the_servers_worker_count() -> None:
+    """Latency flat up to k workers, then in proportion to the count (a FIFO queue)."""
+    queue = [(n, math.log(0.5 * max(1.0, n / 4))) for n in range(1, 17) for _ in range(3)]
+    knee = fit_knee(queue)
+    assert knee is not None
+    assert (knee.k, knee.low, knee.high, knee.top, knee.queue_shown) == (4, 4, 4, 16, True)
+    assert knee.unloaded_s == pytest.approx(0.5)
+    flat = fit_knee([(n, math.log(0.5)) for n in range(1, 17)])
+    assert flat is not None and not flat.queue_shown and flat.k == 16
+    assert fit_knee([(8, 0.0)] * 20) is None  # every answer sent at the same count
+    rng = random.Random(7)
+    noisy = [(n, y + rng.gauss(0.0, 0.5)) for n, y in queue * 4]
+    knee = fit_knee(noisy)
+    assert knee is not None and knee.queue_shown and knee.low <= 4 <= knee.high < 16
+
+
+def test_a_cut_that_left_a_queue_is_followed_by_another() -> None:
+    """A server of 2 workers: the first cut (at most by 3/4) leaves a queue, and every request
+    after it is sent at the same count, so the window alone has no spread. Before, the fit
+    was cleared at the cut and the limit stayed where the first cut put it (or grew back);
+    the answers sent at fewer (the anchor) keep the second cut coming."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for n in (1, 2, 3, 4):  # the first answers, sent while the pool filled
+        c.on_answer(1.0 * max(1.0, n / 2), n, 5.0)
+    limits = []
+    for _ in range(400):
+        c.on_answer(1.0 * max(1.0, c.limit / 2), c.limit, 5.0)
+        limits.append(c.limit)
+    assert c.cuts >= 2
+    assert all(n <= 3 for n in limits[200:])  # the server's 2, or a probe above it
+
+
+def test_in_the_model_queueing_servers_are_not_flooded() -> None:
+    """The controller against a K-worker FIFO server in simulated time
+    (``tests/benchmarks/controller_model.py``: lognormal service, told 5/s, 130 requests),
+    where R x L exceeds K, so any count that keeps the workers busy can also queue. Before
+    the knee and the anchor the median loaded latency was 1.9-2.4 x the service time."""
+    for latency, k in ((0.5, 2), (1.0, 4), (2.0, 4)):
+        runs = [controller_model.run(latency, k, seed=s) for s in range(40)]
+        # measured: 1.21, 1.26, 1.26 (the runs are bimodal: settled at K, or at K + 1-2)
+        assert statistics.median(o.loaded_over_service for o in runs) <= 1.4, (latency, k)
+        assert statistics.median(o.wall_over_floor for o in runs) <= 1.25, (latency, k)
+
+
+def test_in_the_model_a_server_that_never_queues_is_not_cut_for_latency() -> None:
+    """429 above 4 concurrent, 1 s answers, no queue: the limit settles by the 429 alone.
+    With the flat line beaten at 2.5 standard errors, 3 of these 40 runs cut 4 -> 2 on a
+    lucky-low anchor (the matrix's ``concurrency`` case too: 39.8 -> 44.7 s)."""
+    runs = [controller_model.run(1.0, 64, seed=s, reject_above=4) for s in range(40)]
+    assert sum(o.latency_cuts for o in runs) == 0
+    assert all(o.peak_in_flight <= 8 for o in runs)

@@ -16,33 +16,46 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
 
 * **need**: ``ceil(rate_per_s x median x 1.5) + 2`` on the median of the last ``max(8,
   limit)`` latencies (headroom for the latency tail and for Poisson-like arrival of answers);
-* **load dependence**: a least-squares fit of log latency on the in-flight count each answer
-  was sent at, over the last ``max(32, 2 x limit)`` answers. Its slope says how much slower
-  an answer gets per request we add; ``ratio`` is the fitted latency at the highest
-  in-flight count in the window over the one at the lowest. Why a fit and not "the median
+* **the knee** (``fit_knee``): over the last ``max(32, 2 x limit)`` answers and the anchor,
+  a least-squares fit of ``ln latency = ln S + max(0, ln(n / k))`` on the in-flight count n
+  each answer was sent at: a server of k workers, flat below k, proportional above it. It
+  gives k, the range of k the answers do not rule out (an F bar at 2.5 standard errors), and
+  whether a queue shows at all (the knee beats the flat line by 2.8 standard errors; at 2.5,
+  3 of 40 model runs of a server that never queues cut 4 -> 2 on a lucky-low anchor, and so
+  did the matrix's ``concurrency`` case, 39.8 -> 44.7 s). Why a fit and not "the median
   against the lowest median seen" (the first version): single lognormal latencies vary by
-  1.6x at sigma 0.5, so the lowest of many 8-answer medians is a lucky low, and an ordinary
-  median then looked 1.4x "saturated": on a server that never queues (429 above 4
-  concurrent, L = 1 s) the limit was cut to 2-3 for 25 s of a 48 s run. A server that
-  queues makes answers sent at higher counts slower; one that slows for everyone, or noise,
-  does not. A slope must be significant (t > 2.5) to count; no spread in in-flight (every
-  request sent at the same count): no verdict. The ratio is at most the span of counts
-  (highest / lowest): a queue slows an answer at most in proportion to the requests ahead
-  of it, so a steeper fit over a narrow span (13-16 in flight) is noise;
-* **saturated** (ratio > 1.4 in two evaluations in a row): cut the limit in proportion
-  (``limit x 1.1 / ratio``, at most by half: a noisy slope must not take it to 1) and
-  remember it as the ceiling; above it the limit grows by one (a probe) only after a full
-  fit window (``max(32, 2 x limit)`` answers) at the current limit came out calm, so it
-  settles at the server's parallelism instead of climbing a saw-tooth (one probe per calm
-  batch of 4 answers made a saw-tooth between K and 3 x K);
+  1.6x at sigma 0.5, so the lowest of many 8-answer medians is a lucky low (a server that
+  never queued had its limit cut to 2-3 for 25 s of a 48 s run). A server that queues makes
+  answers sent at higher counts slower; one that slows for everyone, or noise, does not. Why
+  a knee and not the straight line of log latency on n (the version before): the line
+  through both halves put the unloaded latency 20-50 % low, and the cut ``limit x 1.1 /
+  ratio`` at 1-3 on 4 workers. The ``ratio`` is the fitted latency at the limit over the
+  unloaded one (at most limit / lowest count: a queue slows an answer at most in proportion
+  to the requests ahead of it);
+* **the anchor**: the 8 latest answers sent at the fewest in flight (none older than 128
+  answers) stay in the fit. Why: at a steady limit every request is sent at the same count,
+  so the window alone has no spread and gives no verdict; that read as calm, and a server of
+  4 workers kept 8 queued (every answer 2x slower) for 25 s of a 65 s run;
+* **saturated** (two evaluations in a row: a queue shows, the limit is above every k the
+  answers allow, and the ratio is above 1.25): cut to the middle of the k allowed (the best
+  fit alone undercut: only answers sent below k tell k from k - 1), at most by 3/4, and
+  remember it as the ceiling; the window is kept (the answers above the new limit are the
+  evidence), only answers still in flight are skipped. Above the ceiling the limit grows by
+  one (a probe) after a full window at the current limit (after 12 answers when the answers
+  rule out a queue below the limit), and not while the answers allow a queue just below it
+  (limit > 1.2 x the lowest k allowed), so it settles at the server's parallelism instead of
+  climbing a saw-tooth;
 * **calm** (ratio <= 1.15, or no verdict): grow towards the need, doubling while no ceiling
   is known (slow start: a run of 65 requests cannot wait for a linear ramp; beyond twice the
-  initial limit only with a verdict of 12 answers or more, so a server of 2 workers is not
-  flooded before the first fit), else by a quarter (at least one) up to the ceiling, then by
-  one (a probe, see above); when the need is lower than the limit, follow it down;
-* **a cut that did not help**: if the median after a cut is still >= 0.9 x the one that made
-  it, fewer requests in flight did not make answers faster (the server slowed for everyone
-  while we ramped up); the ceiling is dropped and nothing is cut;
+  initial limit only with a verdict of 12 answers or more), else by a quarter (at least one)
+  up to the ceiling, then by one (a probe, see above); when the need is lower than the
+  limit, follow it down;
+* **a cut the answers after it do not bear out**: 6 answers after a cut, if the fit (now
+  with answers at the lower limit) shows no queue even at 2.5 standard errors, the latency
+  was noise or not queueing we caused: the limit goes back to where it was (not above:
+  probes find out more) and the anchor is emptied (a lucky-low anchor is the usual cause;
+  measured on latency that does not depend on load, 5 of 40 runs cut once, and 2 of those
+  stayed cut for 40+ answers);
 * **429 from too much concurrency**: a 429 for a request sent at in-flight n is blamed on
   concurrency when n is above every in-flight count answered cleanly at least 3 times (and 3
   answers came from below n). Then the limit and the ceiling become n - 1 and the rate is
@@ -51,8 +64,8 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   evaluation cost 5 429s in a 65-request run). A latency cut below that ceiling does not
   erase it. Otherwise the 429 is the rate's.
 
-``baseline_s`` (reported as the unloaded latency) is the fitted latency at the lowest
-in-flight count when the slope is significant, else the window's median.
+``baseline_s`` (reported as the unloaded latency) is the knee's S when a queue shows, else
+the median of the fitted answers.
 """
 
 from __future__ import annotations
@@ -66,22 +79,73 @@ from dataclasses import dataclass
 INITIAL_LIMIT = 4
 _HEADROOM = 1.5
 _SPARE = 2
-_SATURATED = 1.4
+_SATURATED = 1.25
 _CALM = 1.15
-_CUT_TARGET = 1.1
 _MIN_BATCH = 8
 _MIN_EVERY = 4
 _FIT_WINDOW = 32
 _MIN_FIT = 12
-_T_SIGNIFICANT = 2.5
+_F_SIGNIFICANT = 6.25  # the k the answers allow: within 2.5 standard errors of the best
+_F_SHOWN = 8.0  # a queue shows (cut for it): the knee beats the flat line by 2.8 std errors
 _CLEAN_ANSWERS = 3
 _PROBE_429_BUDGET = 0.01
+_ANCHOR = 8
+_ANCHOR_AGE = 128  # answers: a server that slowed for everyone is not one that queues
+_PROBE_CALM = 1.2
+_STREAK = 2
+_JUDGE_CUT = 6  # answers at the new limit before a latency cut is judged
 
 
 @dataclass(frozen=True, slots=True)
 class ConcurrencyRules:
     cap: int
     enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """What the answers say about the server's parallelism: the number of workers ``k``
+    (least squares), the range ``low``-``high`` the answers do not rule out (F bar), whether
+    a queue shows at all (a knee fits significantly better than none), the unloaded latency."""
+
+    k: int
+    low: int
+    high: int
+    top: int  # the highest count answered
+    queue_shown: bool  # the knee beats the flat line by 2.8 standard errors: cut for it
+    queue_possible: bool  # ... by 2.5: a cut is not undone while this holds
+    unloaded_s: float
+
+
+def fit_knee(points: list[tuple[int, float]]) -> Knee | None:
+    """Fit ``ln latency = ln S + max(0, ln(n / k))`` over (in flight at send, ln latency):
+    a server of k workers serving FIFO, where an answer sent at n > k waits for n - k others.
+
+    Why a knee and not a straight line (the version before): a queue is flat below k and
+    proportional above it; a line through both halves put the unloaded latency 20-50 % low
+    and its cut target ``limit x 1.1 / ratio`` at 1-2 on 4 workers. The search over k is
+    exhaustive (k from the lowest count to the highest: at most ``cap`` fits of ~40 points),
+    so the F bar is a little lax; the cut is checked afterwards (``on_answer``).
+    None: no spread of counts to tell."""
+    xs = [float(x) for x, _ in points]
+    ys = [y for _, y in points]
+    lo, hi = int(min(xs)), int(max(xs))
+    if lo == hi:
+        return None
+    logs = [math.log(x) for x in xs]
+    fits = []
+    for k in range(lo, hi + 1):
+        lk = math.log(k)
+        zs = [y - max(0.0, lx - lk) for lx, y in zip(logs, ys, strict=True)]
+        log_s = statistics.fmean(zs)
+        fits.append((sum((z - log_s) ** 2 for z in zs), k, log_s))
+    rss, k, log_s = min(fits)
+    bar = rss * (1 + _F_SIGNIFICANT / max(1, len(points) - 2))
+    allowed = [kk for r, kk, _ in fits if r <= bar]
+    shown = fits[-1][0] > rss * (1 + _F_SHOWN / max(1, len(points) - 2))  # vs the flat line
+    possible = fits[-1][0] > bar
+    unloaded = math.exp(log_s) if shown else math.exp(statistics.median(ys))
+    return Knee(k, min(allowed), max(allowed), hi, shown, possible, unloaded)
 
 
 class ConcurrencyController:
@@ -99,14 +163,17 @@ class ConcurrencyController:
         self.cuts = 0
         self.concurrency_429 = 0
         self._recent: deque[float] = deque(maxlen=_MIN_BATCH)
-        self._fit: deque[tuple[int, float]] = deque(maxlen=_FIT_WINDOW)  # (in flight, ln s)
+        self._fit: deque[tuple[int, int, float]] = deque(maxlen=_FIT_WINDOW)  # (#, n, ln s)
+        self._anchor: list[tuple[int, int, float]] = []  # the answers sent at the fewest
         self._new = 0  # answers since the last evaluation
         self._skip = 0  # answers to requests sent before the last cut: they still queued
-        self._cut_median: float | None = None  # the median that made the last cut
+        self._cut_pending = False  # a latency cut not yet judged on its own answers
+        self._cut_from = 0  # the limit before it
         self._saturated_streak = 0
         self._answers = 0
         self._ceiling_429: int | None = None  # the lowest ceiling a concurrency 429 set
         self._at_limit = 0  # answers judged since the limit last changed
+        self.knee: Knee | None = None  # the last fit
         self._ok: defaultdict[int, int] = defaultdict(int)
         self._bad: defaultdict[int, int] = defaultdict(int)
 
@@ -126,7 +193,9 @@ class ConcurrencyController:
         if self._fit.maxlen != max(_FIT_WINDOW, 2 * self.limit):
             self._fit = deque(self._fit, maxlen=max(_FIT_WINDOW, 2 * self.limit))
         self._recent.append(latency_s)
-        self._fit.append((in_flight, math.log(max(latency_s, 1e-6))))
+        point = (self._answers, in_flight, math.log(max(latency_s, 1e-6)))
+        self._fit.append(point)
+        self._keep_anchor(point)
         self._new += 1
         self._at_limit += 1
         # Decide every half limit of new answers (at least 4): quick enough to ramp within a
@@ -136,34 +205,43 @@ class ConcurrencyController:
         self._new = 0
         median = statistics.median(self._recent)
         self.median_s = median
-        ratio = self._load_ratio()
+        knee = self.knee = self._fit_knee()
+        ratio = self._queue_ratio(knee)
         before = self.limit
-        saturated = ratio is not None and ratio > _SATURATED
-        if saturated and self._cut_median is not None and median >= 0.9 * self._cut_median:
-            # Fewer requests in flight did not make answers faster: the latency is not
-            # queueing we cause. Drop the (latency) ceiling, do not cut.
-            self._cut_median = None
-            self.ceiling = self._ceiling_429
-            self._saturated_streak = 0
-            return False
+        # Saturated: the fit puts a queue below the limit in force, one the answers do not
+        # allow to be at or above it, and costing more than a quarter of the latency.
+        saturated = (
+            knee is not None and ratio is not None and ratio > _SATURATED and self.limit > knee.high
+        )
+        if self._cut_pending and self._at_limit >= _JUDGE_CUT:
+            self._cut_pending = False
+            if knee is not None and not knee.queue_possible:
+                # With answers at the lower limit in the fit, no queue shows any more: the
+                # latency was noise, or not queueing we caused. Undo the cut (back to the old
+                # limit, not above it: probes find out more).
+                self.limit = min(self._cut_from, self._ceiling_429 or self._cut_from)
+                self.ceiling = self.limit
+                self._anchor.clear()
+                self._at_limit = 0
+                return self.limit != before
         self._saturated_streak = self._saturated_streak + 1 if saturated else 0
-        if saturated and self._saturated_streak < 2:
+        if saturated and self._saturated_streak < _STREAK:
             return False  # one slow stretch may be noise (CPU, GC): act on two in a row
         if saturated:
-            assert ratio is not None
+            assert knee is not None
             self._saturated_streak = 0
-            self._cut_median = median
-            proportional = math.floor(self.limit * _CUT_TARGET / ratio)
-            self.limit = max(1, self.limit // 2, min(self.limit - 1, proportional))
+            self._cut_pending, self._cut_from = True, before
+            # The middle of the k the answers allow: the best fit alone undercut (k = 1-2 on
+            # 2 workers in 30 of 40 model runs: only answers sent below k tell k from k - 1).
+            middle = round((knee.k + knee.high) / 2)
+            self.limit = max(1, self.limit // 4, min(self.limit - 1, middle))
             self.ceiling = self.limit  # a latency ceiling: probing it costs no 429
             self.cuts += 1
             self._recent.clear()  # judge the new limit on its own answers, not on the
-            self._fit.clear()
             self._skip = before  # ones already in flight (they queued behind the old limit)
             self._at_limit = 0
             return self.limit != before
         if ratio is None or ratio <= _CALM:
-            self._cut_median = None
             need = math.ceil(rate_per_s * median * _HEADROOM) + _SPARE
             target = min(self.rules.cap, need)
             if ratio is None and len(self._fit) < _MIN_FIT:
@@ -178,8 +256,14 @@ class ConcurrencyController:
                     at_429 = self._ceiling_429 is not None and self.limit >= self._ceiling_429
                     if at_429 and not self._probe_affordable():
                         return False
-                    if self._at_limit < max(_FIT_WINDOW, 2 * self.limit):
+                    # A latency ceiling the answers now rule out (no queue below the limit)
+                    # is probed sooner; a 429's ceiling is not a matter of latency.
+                    ruled_out = not at_429 and knee is not None and knee.low >= self.limit
+                    judged = _MIN_FIT if ruled_out else max(_FIT_WINDOW, 2 * self.limit)
+                    if self._at_limit < judged:
                         return False  # judge this limit on a full window before the next probe
+                    if knee is not None and self.limit > _PROBE_CALM * knee.low:
+                        return False  # the answers allow a queue just below: do not add to it
                     step = 1  # a probe above what the server showed it can take
                     self.ceiling += 1
                 elif self.ceiling is not None:
@@ -191,34 +275,46 @@ class ConcurrencyController:
             self._at_limit = 0
         return self.limit != before
 
-    def _load_ratio(self) -> float | None:
-        """Fitted latency at the window's highest in-flight count over its lowest (1.0: no
-        significant rise), at most that span (highest / lowest count); None: too few answers
-        or no spread to tell. Sets ``baseline_s``.
+    def _fit_knee(self) -> Knee | None:
+        """The knee over the window and the anchor; sets ``baseline_s``. None: too few answers
+        or no spread of in-flight counts."""
+        if len(self._fit) < _MIN_FIT:
+            return None
+        seen = {seq for seq, _, _ in self._fit}
+        points = [(x, y) for seq, x, y in self._anchor if seq not in seen]
+        points += [(x, y) for _, x, y in self._fit]
+        knee = fit_knee(points)
+        self.baseline_s = (
+            math.exp(statistics.median(y for _, y in points)) if knee is None else knee.unloaded_s
+        )
+        return knee
 
-        Why at most the span: requests we add can slow an answer at most in proportion to the
-        requests ahead of it (a pure queue: latency ~ in flight), so a steeper fit is noise.
-        Measured: on a server that never queued (L = 5 s, K = 64), a window sent at 13-16 in
-        flight fitted a ratio above 1.4 twice and cut the limit from 16 to 8 for the last
-        15 s of a 63 s run."""
-        n = len(self._fit)
-        if n < _MIN_FIT:
+    def _queue_ratio(self, knee: Knee | None) -> float | None:
+        """How much slower than unloaded the fit says answers are at the limit in force (1.0: no
+        queue shown; None: no verdict). At most the count over the lowest count: a queue slows
+        an answer at most in proportion to the requests ahead of it (a line fitted over 13-16
+        in flight once said 1.4 x on a server that never queued, and cut 16 to 8)."""
+        if knee is None:
             return None
-        xs = [float(x) for x, _ in self._fit]
-        ys = [y for _, y in self._fit]
-        lo, hi = min(xs), max(xs)
-        if lo == hi:
-            self.baseline_s = math.exp(statistics.median(ys))
-            return None
-        slope, intercept = statistics.linear_regression(xs, ys)
-        resid = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
-        mx = statistics.fmean(xs)
-        se = math.sqrt(resid / (n - 2) / sum((x - mx) ** 2 for x in xs))
-        if slope <= 0 or (se > 0 and slope / se < _T_SIGNIFICANT):
-            self.baseline_s = math.exp(statistics.median(ys))
+        if not knee.queue_shown:
             return 1.0
-        self.baseline_s = math.exp(intercept + slope * lo)
-        return min(math.exp(slope * (hi - lo)), hi / lo)
+        return max(1.0, min(self.limit, knee.top) / knee.k)
+
+    def _keep_anchor(self, point: tuple[int, int, float]) -> None:
+        """Keep the latest answers sent at the fewest requests in flight, for the fit.
+
+        Why: at a steady limit every request is sent at the same count, so the window alone
+        has no spread and says nothing; a server queueing 8 requests on 4 workers (every
+        answer 2x slower) went unseen for 25 s of a 65 s run. The anchor keeps what the
+        server answered at a lower count in the fit."""
+        self._anchor = [p for p in self._anchor if p[0] > point[0] - _ANCHOR_AGE]
+        if len(self._anchor) < _ANCHOR:
+            self._anchor.append(point)
+            return
+        worst = max(x for _, x, _ in self._anchor)
+        if point[1] <= worst:
+            oldest = min(i for i, p in enumerate(self._anchor) if p[1] == worst)
+            self._anchor[oldest] = point
 
     def on_rate_429(self) -> None:
         """A 429 the rate controller took as its own (it cut the rate): the rate was too high.

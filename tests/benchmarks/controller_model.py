@@ -44,6 +44,7 @@ class Outcome:
     loaded_over_service: float
     peak_in_flight: int
     n429: int
+    latency_cuts: int
     limits: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -119,6 +120,7 @@ def run(
         loaded_over_service=statistics.median(loaded) / statistics.median(service),
         peak_in_flight=peak,
         n429=n429,
+        latency_cuts=ctl.cuts - ctl.concurrency_429,
         limits=limits,
     )
 

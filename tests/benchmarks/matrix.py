@@ -34,9 +34,9 @@ in-flight need R x L, and on K; all durations then scale together. A case (R, L,
 behaves like production (R', L', K) with R x L = R' x L', every time multiplied by L'/L. The
 ``slow`` case (5/s, L = 2 s, K = 16: 10 in flight needed) is production at L' = 30 s and
 R' = 20/min; the ``concurrency`` case (5/s, L = 1 s, K = 4) is L' = 20-70 s at 15-4.3/min.
-``--sweep`` adds (L, K) = (0.05, 2), (0.5, 2), (2, 64), (5, 16), (5, 64): R x L from 0.25 to
-25 in flight, K below it (the floor is C x L/K) and above it (C/R), i.e. production
-L' = 20-70 s at rates of 0.2-75/min.
+``--sweep`` adds (L, K) = (0.05, 2), (0.5, 2), (1, 4), (2, 4), (2, 64), (5, 16), (5, 64):
+R x L from 0.25 to 25 in flight, K below it (the floor is C x L/K) and above it (C/R), i.e.
+production L' = 20-70 s at rates of 0.2-75/min.
 """
 
 from __future__ import annotations

@@ -105,7 +105,15 @@ def cases(quick: bool, sweep: bool) -> list[Case]:
     ]
     if sweep:
         # R x L = 0.25 .. 25 in flight needed; K below it (latency-bound) and above (rate-bound)
-        for latency, k in ((0.05, 2), (0.5, 2), (2.0, 64), (5.0, 16), (5.0, 64)):
+        for latency, k in (
+            (0.05, 2),
+            (0.5, 2),
+            (1.0, 4),
+            (2.0, 4),
+            (2.0, 64),
+            (5.0, 16),
+            (5.0, 64),
+        ):
             server = Server("budget", rate, burst, latency_median_s=latency / f, parallelism=k)
             out.append(Case(f"L{latency:g}-K{k}", server))
     return out
