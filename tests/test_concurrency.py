@@ -263,3 +263,25 @@ def test_in_the_model_a_server_that_never_queues_is_not_cut_for_latency() -> Non
     runs = [controller_model.run(1.0, 64, seed=s, reject_above=4) for s in range(40)]
     assert sum(o.latency_cuts for o in runs) == 0
     assert all(o.peak_in_flight <= 8 for o in runs)
+
+
+def test_a_cut_whose_answers_are_no_faster_is_undone() -> None:
+    """The matrix's L 2 s / K 4 run, in numbers: two lucky-low first answers (1.1 s at 1-2 in
+    flight; the server's 4 workers take 2 s), then a real queue up to 16 in flight. The fit
+    puts k at 2: 16 -> 4 (by 3/4 at most), then 4 -> 2. Answers at 2 take what those at 4
+    took, so that cut is undone after its own answers, not left to probes (28 answers at 2-3
+    in flight before; the fit alone cannot tell: its window keeps the old queue's answers)."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    c.on_answer(1.1, 1, 5.0)
+    c.on_answer(1.1, 2, 5.0)
+    for _ in range(3):
+        for n in range(3, 17):
+            c.on_answer(2.0 * max(1.0, n / 4), n, 5.0)
+    assert (c.limit, c.cuts) == (4, 1)
+    limits = []
+    for _ in range(40):
+        c.on_answer(2.0, c.limit, 5.0)
+        limits.append(c.limit)
+    second = limits.index(2)
+    assert c.cuts == 2
+    assert limits[second + 16] == 4  # back at the old limit within 16 answers

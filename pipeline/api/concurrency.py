@@ -93,6 +93,7 @@ _ANCHOR = 8
 _ANCHOR_AGE = 128  # answers: a server that slowed for everyone is not one that queues
 _PROBE_CALM = 1.2
 _STREAK = 2
+_HELPED = 0.87  # a cut must make answers at least this much faster, or it is undone
 _JUDGE_CUT = 6  # answers at the new limit before a latency cut is judged
 
 
@@ -169,6 +170,7 @@ class ConcurrencyController:
         self._skip = 0  # answers to requests sent before the last cut: they still queued
         self._cut_pending = False  # a latency cut not yet judged on its own answers
         self._cut_from = 0  # the limit before it
+        self._cut_ref: list[float] = []  # ln latency of answers sent above the new limit
         self._saturated_streak = 0
         self._answers = 0
         self._ceiling_429: int | None = None  # the lowest ceiling a concurrency 429 set
@@ -215,10 +217,10 @@ class ConcurrencyController:
         )
         if self._cut_pending and self._at_limit >= _JUDGE_CUT:
             self._cut_pending = False
-            if knee is not None and not knee.queue_possible:
-                # With answers at the lower limit in the fit, no queue shows any more: the
-                # latency was noise, or not queueing we caused. Undo the cut (back to the old
-                # limit, not above it: probes find out more).
+            if not self._cut_helped() or (knee is not None and not knee.queue_possible):
+                # Answers at the lower limit are no faster than those sent between it and the
+                # old one, or no queue shows any more: the latency was noise, or not queueing
+                # we caused. Undo the cut (back to the old limit, not above: probes find out).
                 self.limit = min(self._cut_from, self._ceiling_429 or self._cut_from)
                 self.ceiling = self.limit
                 self._anchor.clear()
@@ -235,6 +237,8 @@ class ConcurrencyController:
             # 2 workers in 30 of 40 model runs: only answers sent below k tell k from k - 1).
             middle = round((knee.k + knee.high) / 2)
             self.limit = max(1, self.limit // 4, min(self.limit - 1, middle))
+            # what answers sent between the new limit and the old one took: the cut's yardstick
+            self._cut_ref = [y for _, x, y in self._fit if self.limit < x <= before]
             self.ceiling = self.limit  # a latency ceiling: probing it costs no 429
             self.cuts += 1
             self._recent.clear()  # judge the new limit on its own answers, not on the
@@ -299,6 +303,19 @@ class ConcurrencyController:
         if not knee.queue_shown:
             return 1.0
         return max(1.0, min(self.limit, knee.top) / knee.k)
+
+    def _cut_helped(self) -> bool:
+        """Are answers sent at or below the cut limit faster than those sent between it and the
+        old limit before the cut (a queue: by the ratio of the counts)? Why not the fit alone:
+        its window still holds the old queue's answers (8-16 in flight, 4 x slower), which
+        keep a queue "possible" whatever the new limit shows; measured in the matrix (L 2 s,
+        K 4): after 16 -> 4, a second cut 4 -> 2 on two lucky-low first answers held 2 in
+        flight for 15 s although answers at 2 took what those at 4 had (2.02 s / 1.97 s)."""
+        since = list(self._fit)[-self._at_limit :] if self._at_limit else []
+        after = [y for _, x, y in since if x <= self.limit]
+        if len(after) < _MIN_EVERY or len(self._cut_ref) < _MIN_EVERY:
+            return True  # nothing to compare: the fit decides
+        return math.exp(statistics.fmean(after) - statistics.fmean(self._cut_ref)) < _HELPED
 
     def _keep_anchor(self, point: tuple[int, int, float]) -> None:
         """Keep the latest answers sent at the fewest requests in flight, for the fit.
