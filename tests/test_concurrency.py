@@ -15,6 +15,7 @@ from pipeline.api.concurrency import (
     ConcurrencyRules,
     fit_knee,
 )
+from pipeline.io.report import summary_text
 from tests.benchmarks import controller_model
 from tests.fakes import FakeClock, make_limiter
 
@@ -285,3 +286,19 @@ def test_a_cut_whose_answers_are_no_faster_is_undone() -> None:
     second = limits.index(2)
     assert c.cuts == 2
     assert limits[second + 16] == 4  # back at the old limit within 16 answers
+
+
+def test_the_report_names_the_servers_parallelism_once_a_queue_shows() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(
+        clock, rate_per_window=6000, max_concurrency=16, adaptive_concurrency=True
+    )
+    for n in (1, 2, 3, 4):
+        limiter.on_response("tracks", 200, latency_s=1.0, in_flight=n)
+    assert limiter.stats()["server_parallelism"] is None  # no queue shown (yet)
+    for _ in range(3):
+        for n in range(1, 17):  # 2 workers: flat up to 2 in flight, then in proportion
+            limiter.on_response("tracks", 200, latency_s=1.0 * max(1.0, n / 2), in_flight=n)
+    stats = limiter.stats()
+    assert stats["server_parallelism"] == 2
+    assert "the server queues above ~2 at once" in summary_text({"limiter": stats})

@@ -50,12 +50,13 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   initial limit only with a verdict of 12 answers or more), else by a quarter (at least one)
   up to the ceiling, then by one (a probe, see above); when the need is lower than the
   limit, follow it down;
-* **a cut the answers after it do not bear out**: 6 answers after a cut, if the fit (now
-  with answers at the lower limit) shows no queue even at 2.5 standard errors, the latency
-  was noise or not queueing we caused: the limit goes back to where it was (not above:
-  probes find out more) and the anchor is emptied (a lucky-low anchor is the usual cause;
-  measured on latency that does not depend on load, 5 of 40 runs cut once, and 2 of those
-  stayed cut for 40+ answers);
+* **a cut the answers after it do not bear out**: 6 answers after a cut, if those sent at
+  the new limit are not at least 13 % faster than the ones sent between it and the old limit
+  before the cut (``_cut_helped``), or the fit shows no queue even at 2.5 standard errors,
+  the latency was noise or not queueing we caused: the limit goes back to where it was (not
+  above: probes find out more) and the anchor is emptied (a lucky-low anchor is the usual
+  cause; measured on latency that does not depend on load, 5 of 40 runs cut once, and 2 of
+  those stayed cut for 40+ answers);
 * **429 from too much concurrency**: a 429 for a request sent at in-flight n is blamed on
   concurrency when n is above every in-flight count answered cleanly at least 3 times (and 3
   answers came from below n). Then the limit and the ceiling become n - 1 and the rate is

@@ -74,6 +74,8 @@ def limiter_figures(
         "concurrency_429": conc.concurrency_429,
         "latency_median_s": conc.median_s,
         "latency_baseline_s": conc.baseline_s,
+        # how many requests the server works on at once, when its answers show a queue
+        "server_parallelism": conc.knee.k if conc.knee and conc.knee.queue_shown else None,
         "concurrency_timeline": [[round(t, 3), n] for t, n in tally.concurrency_timeline],
         **binding_limit(
             config,

@@ -268,14 +268,16 @@ def summary_text(report: Mapping[str, Any]) -> str:
     limiter = report.get("limiter", {})
     if limiter.get("binding_limit"):
         lines.append(binding_line(limiter))
+        parallel = limiter.get("server_parallelism")
         lines.append(
             "  in flight: limit {lim} of cap {cap} (adaptive {ad}), latency median {m} s "
-            "(unloaded {b} s)".format(
+            "(unloaded {b} s){k}".format(
                 lim=limiter.get("concurrency_limit"),
                 cap=limiter.get("concurrency_cap"),
                 ad="on" if limiter.get("adaptive_concurrency") else "off",
                 m=_fmt_s(limiter.get("latency_median_s")),
                 b=_fmt_s(limiter.get("latency_baseline_s")),
+                k=f", the server queues above ~{parallel} at once" if parallel else "",
             )
         )
     store_line = object_store_line(report)

@@ -9,9 +9,10 @@ the real ``ConcurrencyController`` from a discrete-event model: our client sends
 spacing while in flight < the limit, and a server with K workers serves FIFO with lognormal
 service times (median L, sigma 0.5), optionally answering 429 above K concurrent requests.
 Requests are independent (no stage chain), so the walls are a little lower than the
-matrix's. Measured (2026-12-02, 10 seeds) against the matrix: L0.5-K2 loaded latency 2.24 x
-idle (matrix 1.9-2.3), L5-K64 2.45 x floor (2.27-2.43), L5-K16 1.57 (1.45), concurrency K4
-1.24 x floor with 1 x 429 (1.22, 1).
+matrix's. Measured (2026-12-02) against the matrix, with the line fit: L0.5-K2 loaded latency
+2.24 x idle (matrix 1.9-2.3), L5-K64 2.45 x floor (2.27-2.43), L5-K16 1.57 (1.45),
+concurrency K4 1.24 x floor with 1 x 429 (1.22, 1); with the knee fit (40 seeds): L0.5-K2
+1.24 (matrix 1.14), L1-K4 1.26 (1.19), L2-K4 1.26 (1.28). Table: docs/benchmarks.md.
 
 Figures per case: median and worst wall / floor ``max(C/R, C x L/K)``, median and worst
 server latency under our load / its service time, peak in flight, 429s.
