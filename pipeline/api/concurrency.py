@@ -119,6 +119,12 @@ class Knee:
     unloaded_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    from_limit: int  # the limit before the cut
+    before: list[float]  # ln latency of the answers sent between the new limit and it
+
+
 def fit_knee(points: list[tuple[int, float]]) -> Knee | None:
     """Fit ``ln latency = ln S + max(0, ln(n / k))`` over (in flight at send, ln latency):
     a server of k workers serving FIFO, where an answer sent at n > k waits for n - k others.
@@ -169,9 +175,7 @@ class ConcurrencyController:
         self._anchor: list[tuple[int, int, float]] = []  # the answers sent at the fewest
         self._new = 0  # answers since the last evaluation
         self._skip = 0  # answers to requests sent before the last cut: they still queued
-        self._cut_pending = False  # a latency cut not yet judged on its own answers
-        self._cut_from = 0  # the limit before it
-        self._cut_ref: list[float] = []  # ln latency of answers sent above the new limit
+        self._cut: _Cut | None = None  # a latency cut not yet judged on its own answers
         self._saturated_streak = 0
         self._answers = 0
         self._ceiling_429: int | None = None  # the lowest ceiling a concurrency 429 set
@@ -216,13 +220,13 @@ class ConcurrencyController:
         saturated = (
             knee is not None and ratio is not None and ratio > _SATURATED and self.limit > knee.high
         )
-        if self._cut_pending and self._at_limit >= _JUDGE_CUT:
-            self._cut_pending = False
-            if not self._cut_helped() or (knee is not None and not knee.queue_possible):
+        if self._cut is not None and self._at_limit >= _JUDGE_CUT:
+            cut, self._cut = self._cut, None
+            if not self._cut_helped(cut) or (knee is not None and not knee.queue_possible):
                 # Answers at the lower limit are no faster than those sent between it and the
                 # old one, or no queue shows any more: the latency was noise, or not queueing
                 # we caused. Undo the cut (back to the old limit, not above: probes find out).
-                self.limit = min(self._cut_from, self._ceiling_429 or self._cut_from)
+                self.limit = min(cut.from_limit, self._ceiling_429 or cut.from_limit)
                 self.ceiling = self.limit
                 self._anchor.clear()
                 self._at_limit = 0
@@ -233,13 +237,12 @@ class ConcurrencyController:
         if saturated:
             assert knee is not None
             self._saturated_streak = 0
-            self._cut_pending, self._cut_from = True, before
             # The middle of the k the answers allow: the best fit alone undercut (k = 1-2 on
             # 2 workers in 30 of 40 model runs: only answers sent below k tell k from k - 1).
             middle = round((knee.k + knee.high) / 2)
             self.limit = max(1, self.limit // 4, min(self.limit - 1, middle))
             # what answers sent between the new limit and the old one took: the cut's yardstick
-            self._cut_ref = [y for _, x, y in self._fit if self.limit < x <= before]
+            self._cut = _Cut(before, [y for _, x, y in self._fit if self.limit < x <= before])
             self.ceiling = self.limit  # a latency ceiling: probing it costs no 429
             self.cuts += 1
             self._recent.clear()  # judge the new limit on its own answers, not on the
@@ -305,7 +308,7 @@ class ConcurrencyController:
             return 1.0
         return max(1.0, min(self.limit, knee.top) / knee.k)
 
-    def _cut_helped(self) -> bool:
+    def _cut_helped(self, cut: _Cut) -> bool:
         """Are answers sent at or below the cut limit faster than those sent between it and the
         old limit before the cut (a queue: by the ratio of the counts)? Why not the fit alone:
         its window still holds the old queue's answers (8-16 in flight, 4 x slower), which
@@ -314,9 +317,9 @@ class ConcurrencyController:
         flight for 15 s although answers at 2 took what those at 4 had (2.02 s / 1.97 s)."""
         since = list(self._fit)[-self._at_limit :] if self._at_limit else []
         after = [y for _, x, y in since if x <= self.limit]
-        if len(after) < _MIN_EVERY or len(self._cut_ref) < _MIN_EVERY:
+        if len(after) < _MIN_EVERY or len(cut.before) < _MIN_EVERY:
             return True  # nothing to compare: the fit decides
-        return math.exp(statistics.fmean(after) - statistics.fmean(self._cut_ref)) < _HELPED
+        return math.exp(statistics.fmean(after) - statistics.fmean(cut.before)) < _HELPED
 
     def _keep_anchor(self, point: tuple[int, int, float]) -> None:
         """Keep the latest answers sent at the fewest requests in flight, for the fit.
