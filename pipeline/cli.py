@@ -44,6 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "state_dir",
             "base_url",
             "rate_limit",
+            "max_concurrency",
             "id_column",
             "recommendations",
             "lock_wait_s",

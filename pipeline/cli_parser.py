@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REQUESTS_PER_MIN",
         help="global sliding-window ceiling across all endpoints",
     )
+    run.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="cap on requests in flight, 1-64 (default 16; env: RECCOBEATS_MAX_CONCURRENCY); "
+        "the limit in force adapts below it to rate x latency",
+    )
     run.add_argument("--id-column", metavar="NAME", help="input column holding track IDs/URIs/URLs")
     run.add_argument(
         "--no-recommendations",

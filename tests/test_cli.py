@@ -118,6 +118,30 @@ def test_invalid_flag_is_a_usage_error(
     assert_one_clear_error(err, flag, value)
 
 
+def test_max_concurrency_flag_beats_env_and_caps_the_requests_in_flight(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECCOBEATS_MAX_CONCURRENCY", "8")
+    assert main(run_args(tmp_path, simulator.url, "--max-concurrency", "2")) == 0
+    capsys.readouterr()
+    (report_path,) = (tmp_path / "out" / "runs").glob("*.json")
+    report = json.loads(report_path.read_text())
+    assert report["limiter"]["concurrency_cap"] == 2
+    assert 1 <= report["requests"]["peak_in_flight"] <= 2
+    assert simulator.counters()["peak_in_flight"] <= 2
+
+
+def test_max_concurrency_over_64_is_a_config_error(
+    tmp_path: Path, simulator: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(run_args(tmp_path, simulator.url, "--max-concurrency", "65")) == 2
+    assert_one_clear_error(capsys.readouterr().err, "max_concurrency", "64")
+    assert simulator.counters()["requests_total"] == 0
+
+
 def test_chunk_size_over_40_from_env_is_a_config_error(
     tmp_path: Path,
     simulator: SimulatorServer,
@@ -142,6 +166,7 @@ def test_help_lists_the_run_options(capsys: pytest.CaptureFixture[str]) -> None:
         "--date",
         "--base-url",
         "--rate-limit",
+        "--max-concurrency",
         "--id-column",
         "--no-recommendations",
         "--dry-run",

@@ -302,3 +302,27 @@ def test_the_report_names_the_servers_parallelism_once_a_queue_shows() -> None:
     stats = limiter.stats()
     assert stats["server_parallelism"] == 2
     assert "the server queues above ~2 at once" in summary_text({"limiter": stats})
+
+
+def test_the_summary_names_the_cap_when_it_held_the_run_back() -> None:
+    """At 300/min and 5 s answers the run needs ~25 in flight; a cap of 8 holds it to 96/min
+    and the summary says which setting lifts it. Told 60/min, the same latency needs 5: the
+    rate binds and no hint is printed."""
+    for rate, hint in ((300, True), (60, False)):
+        limiter = make_limiter(
+            FakeClock(), rate_per_window=rate, max_concurrency=8, adaptive_concurrency=True
+        )
+        for _ in range(5):
+            for n in range(1, 9):
+                limiter.on_response("tracks", 200, latency_s=5.0, in_flight=n)
+        stats = limiter.stats()
+        text = summary_text({"limiter": stats})
+        if hint:
+            assert (stats["concurrency_limit"], stats["binding_limit"]) == (
+                8,
+                "8 in flight x 5 s latency",
+            )
+            assert "hint: the in-flight cap of 8 held this run back" in text
+            assert "300/min at 5 s needs ~25 in flight; --max-concurrency" in text
+        else:
+            assert "hint" not in text

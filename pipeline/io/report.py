@@ -207,6 +207,27 @@ def binding_line(figures: Mapping[str, Any]) -> str:
     )
 
 
+def cap_hint(limiter: Mapping[str, Any]) -> str | None:
+    """A line when the in-flight cap, not the rate or the server, held the run back.
+
+    Why: at production latencies (20-140 s) the default cap of 16 allows 7-48 requests/min
+    whatever rate was told, and nothing else in the summary says which setting lifts it."""
+    cap, limit = limiter.get("concurrency_cap"), limiter.get("concurrency_limit")
+    latency, rate = limiter.get("latency_median_s"), limiter.get("effective_rate")
+    window = limiter.get("window_s")
+    name = str(limiter.get("binding_limit") or "")
+    if not (cap and limit == cap and latency and rate and window) or "in flight" not in name:
+        return None
+    need = math.ceil(rate / window * latency)
+    if need <= cap:
+        return None
+    return (
+        f"  hint: the in-flight cap of {cap} held this run back: {rate * 60 / window:g}/min "
+        f"at {latency:.3g} s needs ~{need} in flight; --max-concurrency (up to 64, or "
+        f"RECCOBEATS_MAX_CONCURRENCY) lifts it, if the API takes that many at once"
+    )
+
+
 def summary_text(report: Mapping[str, Any]) -> str:
     """A few lines for stderr: what happened, and whether it was as fast as it could be."""
     if report.get("status") == "dry_run":
@@ -280,6 +301,9 @@ def summary_text(report: Mapping[str, Any]) -> str:
                 k=f", the server queues above ~{parallel} at once" if parallel else "",
             )
         )
+        hint = cap_hint(limiter)
+        if hint:
+            lines.append(hint)
     store_line = object_store_line(report)
     if store_line:
         lines.append(store_line)

@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.controller_model            # the sweep grid, 10 seeds each
     python -m tests.benchmarks.controller_model --seeds 30
+    python -m tests.benchmarks.controller_model --night 2   # warm from each seed's night 1
 
 Why: the matrix (``matrix.py``) runs the real job against the real simulator in the real
 minute, 1-2 min per case; tuning ``api/concurrency.py`` needs hundreds of runs. This feeds
@@ -47,6 +48,7 @@ class Outcome:
     n429: int
     latency_cuts: int
     limits: list[tuple[float, int]] = field(default_factory=list)
+    final_limit: int = 0  # what the run saves for the next one (warm start)
 
 
 def run(
@@ -59,9 +61,12 @@ def run(
     cap: int = 16,
     sigma: float = 0.5,
     reject_above: int | None = None,
+    warm: Outcome | None = None,
 ) -> Outcome:
+    """One run; ``warm``: the previous night's run, whose saved in-flight limit this one
+    starts from (as ``learned_rate.json`` carries it)."""
     rng = random.Random(seed)
-    ctl = ConcurrencyController(ConcurrencyRules(cap=cap))
+    ctl = ConcurrencyController(ConcurrencyRules(cap=cap), warm.final_limit if warm else None)
     gap = 1.05 / rate_per_s  # the told spacing plus the jitter margin
     now = next_send = 0.0
     to_send, done, in_flight, working, n429, peak = calls, 0, 0, 0, 0, 0
@@ -123,6 +128,7 @@ def run(
         n429=n429,
         latency_cuts=ctl.cuts - ctl.concurrency_429,
         limits=limits,
+        final_limit=ctl.limit,
     )
 
 
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--cap", type=int, default=16)
+    p.add_argument(
+        "--night", type=int, default=1, help="2: each seed's second night, warm from its first"
+    )
     args = p.parse_args(argv)
     cases: list[tuple[str, float, int, int | None]]
     cases = [(f"L{lat:g}-K{k}", lat, k, None) for lat, k in GRID]
@@ -137,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     print("case            wall/floor med (max)   loaded/idle med (max)  peak  429s")
     for name, lat, k, reject in cases:
         out = [run(lat, k, seed=s, cap=args.cap, reject_above=reject) for s in range(args.seeds)]
+        for night in range(1, args.night):  # the same server, new draws, last night's state
+            out = [
+                run(lat, k, seed=s + 1000 * night, cap=args.cap, reject_above=reject, warm=o)
+                for s, o in enumerate(out)
+            ]
         w = [o.wall_over_floor for o in out]
         ld = [o.loaded_over_service for o in out]
         print(
