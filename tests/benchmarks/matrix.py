@@ -4,6 +4,7 @@
     python -m tests.benchmarks.matrix --quick         # the same cases, half the size (~3-6 min)
     python -m tests.benchmarks.matrix --cases slow slow-told-2x
     python -m tests.benchmarks.matrix --set max_concurrency=16   # + a tuned row beside each
+    python -m tests.benchmarks.matrix --night2        # + night 2 of ours: warm, new tracks
 
 Our job is the real CLI, ``reccobeats-etl run --input .. --base-url URL --rate-limit R``, and
 nothing else: every other setting is its default (no ``RECCOBEATS_*`` variable reaches it).
@@ -70,6 +71,10 @@ class Matrix:
         self.input = wl.write(root / "inputs" / f"n{args.n}.parquet")
         self.need = min_calls(wl.rows)
         self.c_min = sum(self.need.values())
+        # --night2: the next night's tracks, all new (same size, the next playlists)
+        nxt = workload(synthetic_ids()[args.n : 2 * args.n], first_playlist=len(wl.rows))
+        self.input2 = nxt.write(root / "inputs" / f"n{args.n}-night2.parquet")
+        self.need2 = min_calls(nxt.rows)
         self.rows: list[dict[str, Any]] = []
 
     def emit(self, row: dict[str, Any]) -> None:
@@ -85,14 +90,18 @@ class Matrix:
         stages = 3 * case.server.unloaded_latency_s
         return self.args.deadline * case.server.floor_s(self.c_min) + stages + 15.0
 
-    def ours(self, case: Case, tuned: dict[str, Any] | None) -> dict[str, Any]:
+    def ours(self, case: Case, tuned: dict[str, Any] | None, night: int = 1) -> dict[str, Any]:
+        """Our job on a fresh server. Night 2: new tracks, in the state dir night 1 left (the
+        learned rate and in-flight limit: what a nightly user gets from the second night)."""
         work = self.root / case.name / ("tuned" if tuned else "default")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        if night == 1:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
         told = case.server.rate_per_min * case.told_factor
         out = work / "output"
+        source = self.input if night == 1 else self.input2
         with SimulatorServer(case.server.config()) as sim:
-            argv = ["run", "--input", str(self.input), "--output", str(out)]
+            argv = ["run", "--input", str(source), "--output", str(out)]
             argv += ["--state-dir", str(work / "state"), "--date", RUN_DATE]
             argv += ["--base-url", sim.url, "--rate-limit", f"{told:g}", "--no-progress", "-q"]
             if tuned:
@@ -105,8 +114,9 @@ class Matrix:
         report = None
         if child.get("report_path"):
             report = json.loads(Path(child["report_path"]).read_text())
-        client = "ours+set" if tuned else "ours"
-        row = self.row(case, client, server, child, report)
+        client = ("ours+set" if tuned else "ours") + ("" if night == 1 else f" n{night}")
+        need = self.need if night == 1 else self.need2
+        row = self.row(case, client, server, child, report, need)
         row["told_per_min"] = told
         row["settings"] = "defaults + --rate-limit --base-url" + (
             "".join(f" {k}={v}" for k, v in tuned.items()) if tuned else ""
@@ -124,7 +134,7 @@ class Matrix:
             }
             child = run_child(spec, work, timeout_s=self.deadline(case) + 60, check=False)
             server = sim.counters()
-        row = self.row(case, "greedy", server, child, None)
+        row = self.row(case, "greedy", server, child, None, self.need)
         row["told_per_min"] = None
         row["settings"] = "5 threads, sleeps Retry-After"
         return row
@@ -136,9 +146,10 @@ class Matrix:
         server: dict[str, Any],
         child: dict[str, Any],
         report: dict[str, Any] | None,
+        need: dict[str, int],
     ) -> dict[str, Any]:
         srv = case.server
-        c = self.c_min
+        c = sum(need.values())
         requests = int(server["requests_total"])
         n429 = int(server["rejected_429"])
         if report is not None:
@@ -158,7 +169,7 @@ class Matrix:
             "client": client,
             "n": self.args.n,
             "c_min": c,
-            "c_min_by_endpoint": self.need,
+            "c_min_by_endpoint": need,
             "requests": requests,
             "requests_over_c": round(requests / c, 3),
             "status_429": n429,
@@ -201,7 +212,8 @@ class Matrix:
         greedy = {r["server"]: r for r in self.rows if r["client"] == "greedy"}
         for r in self.rows:
             g = greedy.get(r["server"])
-            if r["client"] != "greedy" and g and g["wall_s"] and not r.get("error"):
+            first_night = not r["client"].endswith(" n2")  # night 2 has other tracks
+            if r["client"] != "greedy" and first_night and g and g["wall_s"] and not r.get("error"):
                 r["ours_over_greedy"] = round(r["wall_s"] / g["wall_s"], 3)
 
 
@@ -277,6 +289,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-greedy", dest="greedy", action="store_false")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
+        "--night2",
+        action="store_true",
+        help="after each of our runs, a second night: new tracks, the state night 1 left",
+    )
+    p.add_argument(
         "--deadline", type=float, help="stop a run after this x its floor (default 6; quick 3)"
     )
     p.add_argument("--workdir", type=Path, help="keep run dirs here (default: a temp dir)")
@@ -315,8 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {git_state()}; n={args.n} C={m.c_min} {m.need}", flush=True)
         for case in args.selected:
             m.emit(m.ours(case, None))
+            if args.night2:
+                m.emit(m.ours(case, None, night=2))
             if args.tuned:
                 m.emit(m.ours(case, args.tuned))
+                if args.night2:
+                    m.emit(m.ours(case, args.tuned, night=2))
             if args.greedy and case.greedy:
                 m.emit(m.greedy(case))
         m.ratios()
