@@ -246,3 +246,36 @@ def test_only_a_told_rates_first_429_after_clean_answers_is_forgiven() -> None:
     for i in range(40):
         untold.on_success(float(i), i)
     assert not untold.forgive_429(40.0)
+
+
+def test_a_learned_rate_below_the_told_one_is_paced_from_the_first_request() -> None:
+    """Told 600/min (a 0.1 s gap), learned 300/min last night: the first requests, before any
+    answer, go out 0.2 s apart, not 0.1 s (a server allowing 300/min + 6/s answered the 7th
+    of a 0.1 s burst 429, and the learned 300 was halved to 150 for the night). Once an answer
+    lifts the rate (warm start), the spacing follows it; with nothing learned it is the told
+    gap from the start."""
+    for learned, first_gap, later_gap in ((300.0, 0.2, 0.1), (None, 0.1, 0.1)):
+        clock = FakeClock()
+        limiter = make(
+            clock,
+            rate_per_window=600,
+            min_interval_s=0.1,
+            told_rate=True,
+            adaptive=True,
+            max_concurrency=16,
+            initial_rate=learned,
+        )
+        starts = []
+        for _ in range(6):
+            permit = limiter.acquire("tracks")
+            starts.append(permit.started_at)
+            permit.release()
+        limiter.on_response("tracks", 200, latency_s=1.0, started_at=starts[0])
+        for _ in range(3):
+            permit = limiter.acquire("tracks")
+            starts.append(permit.started_at)
+            permit.release()
+        gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
+        assert gaps[:5] == [first_gap] * 5, (learned, gaps)
+        assert gaps[-2:] == [later_gap] * 2, (learned, gaps)
+        assert limiter.effective_rate == 600

@@ -156,6 +156,8 @@ class RateLimiter:
             initial_concurrency if initial_concurrency is not None else learned_conc,
         )
         self._pacing = Pacing(c.window_s, for_good=c.adaptive)
+        if c.adaptive and self._rate.rate < self._rate.rules.ceiling:
+            self._pacing.after_429(clock(), self._rate.rate)  # a learned rate: see Pacing
         self._queues: dict[str, deque[object]] = {}
         self._consecutive_429 = 0
         self._gap_widened_s = 0.0  # told rate: the gap after a forgiven 429 (see on_response)
