@@ -78,9 +78,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
 
-# the job as a user runs it (defaults + --rate-limit) vs the greedy client; QUICK=1: ~3-6 min
+# the job as a user runs it (defaults + --rate-limit) vs the greedy client; QUICK=1: ~3-6 min;
+# NIGHT2=1: + a second night of ours per case (new tracks, the state the first night left)
 bench-matrix: $(STAMP)
-	$(PY) -m tests.benchmarks.matrix $(if $(QUICK),--quick)
+	$(PY) -m tests.benchmarks.matrix $(if $(QUICK),--quick) $(if $(NIGHT2),--night2)
 
 clean:
 	rm -rf $(VENV) .venv-airflow data/state data/output data/demo

@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.errors import EXIT_USAGE
 from pipeline.logs import LOG_FORMATS
+from pipeline.settings import MAX_CONCURRENCY, Settings
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrency",
         type=int,
         metavar="N",
-        help="cap on requests in flight, 1-64 (default 16; env: RECCOBEATS_MAX_CONCURRENCY); "
+        help=f"cap on requests in flight, 1-{MAX_CONCURRENCY} (default "
+        f"{Settings.model_fields['max_concurrency'].default}; env: RECCOBEATS_MAX_CONCURRENCY); "
         "the limit in force adapts below it to rate x latency",
     )
     run.add_argument("--id-column", metavar="NAME", help="input column holding track IDs/URIs/URLs")

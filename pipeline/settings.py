@@ -47,6 +47,10 @@ REAL_API_URL = "https://api.reccobeats.com"
 API_MAX_IDS_PER_CALL = 40
 API_MAX_SEEDS = 5
 API_MAX_RECOMMENDATION_SIZE = 100
+#: The highest in-flight cap a user may set: the HTTP pool holds as many connections, the
+#: knee fit's cost grows with it (9 ms per evaluation at 64, docs/decisions.md), and a kill
+#: costs up to that many requests.
+MAX_CONCURRENCY = 64
 
 #: Canonical endpoint names: the limiter, the metrics and the report all use these keys.
 ENDPOINTS = (
@@ -129,7 +133,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         default=16,
         ge=1,
-        le=64,
+        le=MAX_CONCURRENCY,
         description="cap on requests in flight; the limit in force adapts below it "
         "(adaptive_concurrency) to rate x latency, and backs off when the server saturates",
     )

@@ -64,3 +64,23 @@ def test_matrix_runs_the_cli_as_a_user_would_and_prints_the_side_by_side(
         assert row["floor_kind"] == "C*L/K"  # 0.5 s x C / K=4 binds before C/R
         assert row["server_latency_unloaded_median_s"] > 0.1  # lognormal, median 0.5 s
         assert row["requests"] >= row["c_min"] and row["peak_in_flight"] <= 5
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_matrix_night2_runs_new_tracks_from_the_state_night_1_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.benchmarks import matrix
+
+    argv = ["--quick", "--n", "200", "--cases", "slow", "--no-greedy", "--night2"]
+    assert matrix.main([*argv, "--workdir", str(tmp_path)]) == 0
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert [r["client"] for r in rows] == ["ours", "ours n2"]
+    night1, night2 = rows
+    assert night2["requests"] >= night2["c_min"] > 0  # new tracks: nothing was cached
+    assert "ours_over_greedy" not in night2
+    first = json.loads(Path(night1["report_path"]).read_text())["limiter"]
+    second = json.loads(Path(night2["report_path"]).read_text())["limiter"]
+    # night 2 starts where night 1 ended (learned_rate.json), not at the initial 4
+    assert second["concurrency_timeline"][0][1] == first["concurrency_limit"] != 4

@@ -23,7 +23,7 @@ from pipeline.io.run_schema import SCHEMA_VERSION
 from pipeline.io.run_schema import load_report as _load_validated
 from pipeline.io.storage import KINDS as OP_KINDS
 from pipeline.io.storage import LocalStorage, Storage
-from pipeline.settings import EndpointLimit, Settings
+from pipeline.settings import MAX_CONCURRENCY, EndpointLimit, Settings
 
 
 @dataclass
@@ -223,8 +223,9 @@ def cap_hint(limiter: Mapping[str, Any]) -> str | None:
         return None
     return (
         f"  hint: the in-flight cap of {cap} held this run back: {rate * 60 / window:g}/min "
-        f"at {latency:.3g} s needs ~{need} in flight; --max-concurrency (up to 64, or "
-        f"RECCOBEATS_MAX_CONCURRENCY) lifts it, if the API takes that many at once"
+        f"at {latency:.3g} s needs ~{need} in flight; --max-concurrency (up to "
+        f"{MAX_CONCURRENCY}, or RECCOBEATS_MAX_CONCURRENCY) lifts it, if the API takes that "
+        "many at once"
     )
 
 
