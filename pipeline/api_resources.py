@@ -20,6 +20,7 @@ from pipeline.io.storage import Storage
 from pipeline.settings import Settings
 from pipeline.state.learned_rate import (
     load_learned_concurrency,
+    load_learned_latency,
     load_learned_rate,
     save_learned_rate,
 )
@@ -47,6 +48,7 @@ class ApiResources:
         self.shared_budget = open_shared_budget(settings, stop)
         learned = load_learned_rate(state_dir) if settings.adaptive else None
         conc = load_learned_concurrency(state_dir) if settings.adaptive_concurrency else None
+        self._last_latency_s = load_learned_latency(state_dir)  # kept if this run sees none
         if self.shared_budget is not None and settings.adaptive:
             learned = self.shared_budget.learned().rate or learned  # what every process learned
         self.limiter = RateLimiter(
@@ -72,5 +74,9 @@ class ApiResources:
         if self._settings.adaptive:
             conc = self.limiter.concurrency_limit if self._settings.adaptive_concurrency else None
             save_learned_rate(
-                self._state_dir, self.limiter.effective_rate, self._clock(), concurrency=conc
+                self._state_dir,
+                self.limiter.effective_rate,
+                self._clock(),
+                concurrency=conc,
+                latency_s=self.limiter.latency_median_s or self._last_latency_s,
             )

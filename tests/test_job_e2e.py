@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import load_enriched
 from pipeline.orchestrator import run_job
-from pipeline.simulator import FEATURE_NAMES, Catalog, SimulatorServer
+from pipeline.simulator import FEATURE_NAMES, Catalog, SimulatorConfig, SimulatorServer
 from tests.conftest import (
     SAMPLE_INPUT,
     ceil40,
@@ -401,6 +401,40 @@ def test_dry_run_makes_no_request_and_plans_the_calls(
     assert later.figures["ids"]["new"] == len(missing)
     assert later.figures["ids"]["known"] == len(ids) - len(missing)
     assert later.figures["plan"]["calls_at_most"]["tracks"] == ceil40(len(missing))
+
+
+def test_a_dry_run_after_a_slow_night_plans_with_its_latency(tmp_path: Path) -> None:
+    """A run saves its median latency with the learned rate; the next dry run's ETA is then
+    bound by calls x latency / in flight when that is the larger (production: 30 s answers
+    at 4 in flight take 7.5 s a call whatever the told rate), and the plan says so."""
+    from pipeline.io.report import plan_text
+    from pipeline.state.learned_rate import load_learned_latency, save_learned_rate
+
+    latency = 0.05
+    with SimulatorServer(SimulatorConfig(latency_s=latency, latency_jitter_s=0.0)) as sim:
+        small = tmp_path / "night1.parquet"
+        pd.read_parquet(SAMPLE_INPUT).head(40).to_parquet(small)
+        night = job_settings(tmp_path, sim.url, input=small, adaptive=True)
+        run_job(night, RUN_DATE)
+    saved = load_learned_latency(night.state_dir)
+    assert saved is not None and latency <= saved < latency + 0.5  # the answers' median
+
+    # told 60/min: at that latency 8 in flight allow far more, so the rate binds
+    settings = job_settings(
+        tmp_path, "http://127.0.0.1:9", adaptive=True, max_concurrency=8, rate_limit=60.0
+    )
+    rate_only = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
+    assert rate_only["latency_s"] == saved
+    assert rate_only["binding_limit"] == "told rate"
+    assert rate_only["eta_s"] == round(sum(rate_only["calls_expected"].values()) * 1.0, 1)
+
+    save_learned_rate(settings.state_dir, 60.0, datetime.now(UTC), 4, latency_s=30.0)
+    plan = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
+    calls = sum(plan["calls_expected"].values())
+    assert calls > 0 and plan["eta_s"] == round(calls * 30.0 / 4, 1)
+    assert plan["binding_limit"] == "4 in flight x 30 s latency"
+    text = plan_text({"plan": plan, "ids": {}, "rows": {}})
+    assert "last run's latency (30 s at 4 in flight)" in text
 
 
 def test_rerunning_a_date_replaces_only_that_date(

@@ -36,3 +36,17 @@ def test_unwritable_learned_rate_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="cannot write"):
         save_learned_rate(blocker, 2.0, datetime(2025, 1, 1, tzinfo=UTC))
+
+
+def test_learned_latency_roundtrip_and_nonsense(tmp_path: Path) -> None:
+    from pipeline.state.learned_rate import load_learned_latency
+
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    save_learned_rate(tmp_path, 42.5, when, concurrency=4)
+    assert load_learned_latency(tmp_path) is None  # not given: not saved
+    save_learned_rate(tmp_path, 42.5, when, concurrency=4, latency_s=31.25)
+    assert load_learned_latency(tmp_path) == 31.25
+    for bad in ('"30"', "-1", "0", "true", "NaN"):
+        (tmp_path / "learned_rate.json").write_text(f'{{"rate_per_window": 1, "latency_s": {bad}}}')
+        assert load_learned_latency(tmp_path) is None, bad
+    assert load_learned_rate(tmp_path) == 1.0  # a bad latency does not spoil the rate

@@ -189,6 +189,12 @@ class RateLimiter:
         with self._lock:
             return self._conc.limit
 
+    @property
+    def latency_median_s(self) -> float | None:
+        """The median latency of the last answers the in-flight limit was judged on."""
+        with self._lock:
+            return self._conc.median_s
+
     def acquire(self, endpoint: str) -> Permit:
         """Block until ``endpoint`` may start a request; the Permit holds a concurrency slot.
 

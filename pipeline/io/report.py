@@ -188,9 +188,15 @@ def plan_text(report: Mapping[str, Any]) -> str:
         f"{ids.get('known', 0)} known, {ids.get('new', 0)} new"
     ]
     lines += [f"  {ep:<15} at most {n} calls" for ep, n in plan.get("calls_at_most", {}).items()]
+    latency = plan.get("latency_s")
+    basis = (
+        f"the configured limits and the last run's latency ({latency:.3g} s at "
+        f"{plan.get('in_flight')} in flight)"
+        if latency
+        else "the configured limits"
+    )
     lines.append(
-        f"  ETA at the configured limits: ~{plan.get('eta_s')} s (no request was made, "
-        "nothing was written)"
+        f"  ETA at {basis}: ~{plan.get('eta_s')} s (no request was made, nothing was written)"
     )
     if plan.get("binding_limit"):
         lines.append(binding_line(plan))

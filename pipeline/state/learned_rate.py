@@ -45,11 +45,28 @@ def load_learned_concurrency(state_dir: Storage | Path | str) -> int | None:
     return value
 
 
+def load_learned_latency(state_dir: Storage | Path | str) -> float | None:
+    """The last run's median answer latency in seconds, or ``None`` (none saved, or not a
+    positive finite number). Why kept: a dry run's ETA at production latencies (20-140 s) is
+    bound by requests in flight x latency, not by the rate (issue 10)."""
+    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
+    if not isinstance(data, dict):
+        return None
+    value = data.get("latency_s")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
 def save_learned_rate(
-    state_dir: Storage | Path | str, rate: float, when: datetime, concurrency: int | None = None
+    state_dir: Storage | Path | str,
+    rate: float,
+    when: datetime,
+    concurrency: int | None = None,
+    latency_s: float | None = None,
 ) -> None:
     """Persist the limiter's effective rate (requests per window) at ``when``, and the learned
-    in-flight limit when given (issue 10)."""
+    in-flight limit and median latency when given (issue 10)."""
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"learned rate must be a positive finite number, got {rate!r}")
     if when.tzinfo is None:
@@ -60,6 +77,8 @@ def save_learned_rate(
     }
     if concurrency is not None:
         payload["concurrency"] = int(concurrency)
+    if latency_s is not None and math.isfinite(latency_s) and latency_s > 0:
+        payload["latency_s"] = round(float(latency_s), 6)
     store = open_storage(state_dir)
     try:
         store.write_bytes(LEARNED_RATE_NAME, json_bytes(payload))
