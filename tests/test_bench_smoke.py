@@ -80,6 +80,7 @@ def test_matrix_night2_runs_new_tracks_from_the_state_night_1_left(
     night1, night2 = rows
     assert night2["requests"] >= night2["c_min"] > 0  # new tracks: nothing was cached
     assert "ours_over_greedy" not in night2
+    assert night1["dry_run_eta_s"] is None and night2["dry_run_eta_s"] > 0  # the plan's ETA
     first = json.loads(Path(night1["report_path"]).read_text())["limiter"]
     second = json.loads(Path(night2["report_path"]).read_text())["limiter"]
     # night 2 starts where night 1 ended (learned_rate.json), not at the initial 4

@@ -27,8 +27,8 @@ Figures per row: requests vs the minimum C (``workload.min_calls``), 429s (count
 SERVER), wall vs C/R and vs the floor ``max(C/R, C x L/K)`` for latency-bound servers, peak
 in-flight requests (server-side), the server's median latency loaded (queue wait + service)
 vs unloaded (service alone), peak RSS of the run's process, and wall ours / wall greedy on the
-same server. A row marked ``*`` hit its deadline (``--deadline`` x floor) and was stopped with
-SIGTERM: its wall is a lower bound.
+same server; on night 2, the ETA its ``--dry-run`` printed just before. A row marked ``*`` hit
+its deadline (``--deadline`` x floor) and was stopped with SIGTERM: its wall is a lower bound.
 
 Mapping to production latencies: what a client must do depends on Little's law, the
 in-flight need R x L, and on K; all durations then scale together. A case (R, L, K) here
@@ -45,6 +45,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,6 +110,7 @@ class Matrix:
                 toml = work / "tuned.toml"
                 toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in tuned.items()))
                 argv += ["--config", str(toml)]
+            eta = dry_run_eta(argv) if night > 1 else None  # what the plan promised
             spec = {"kind": "cli", "argv": argv, "output_dir": str(out)}
             child = run_child(spec, work, timeout_s=self.deadline(case), check=False)
             server = sim.counters()
@@ -118,6 +121,7 @@ class Matrix:
         need = self.need if night == 1 else self.need2
         row = self.row(case, client, server, child, report, need)
         row["told_per_min"] = told
+        row["dry_run_eta_s"] = eta
         row["settings"] = "defaults + --rate-limit --base-url" + (
             "".join(f" {k}={v}" for k, v in tuned.items()) if tuned else ""
         )
@@ -217,6 +221,22 @@ class Matrix:
                 r["ours_over_greedy"] = round(r["wall_s"] / g["wall_s"], 3)
 
 
+def dry_run_eta(argv: list[str]) -> float | None:
+    """The ETA ``run --dry-run`` prints for these arguments (no request; nothing written)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECCOBEATS_")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv, "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    found = re.search(r"ETA at .*: ~([0-9.]+) s", proc.stdout)
+    return float(found.group(1)) if found else None
+
+
 # -- output ----------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -238,6 +258,7 @@ COLUMNS = (
     ("server_latency_loaded_median_s", "srv med s load", "{:.3f}"),
     ("loaded_over_unloaded", "load/idle", "{:.2f}"),
     ("peak_rss_mb", "RSS MB", "{:.0f}"),
+    ("dry_run_eta_s", "ETA s", "{:.1f}"),
     ("ours_over_greedy", "ours/greedy", "{:.2f}"),
 )
 
