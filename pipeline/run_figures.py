@@ -130,7 +130,8 @@ def dry_run_report(
     computes it, and, once a run has saved its median latency L, calls x L over the requests
     in flight the run will hold (the learned limit, else the cap; Little's law). Why the
     second: at production latencies (20-140 s) a 16-in-flight run is bound by 16 / L, and a
-    rate-only ETA was 4-15x short of what the night took.
+    rate-only ETA was 4-15x short of what the night took. Plus one latency (the last answer).
+    Still a lower bound: the matrix's night 2 (docs/benchmarks.md) took 1.1-1.3x it.
     """
     plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
     expected = plan["calls_expected"]
@@ -138,8 +139,9 @@ def dry_run_report(
     eta_s = floor_seconds(expected, settings, _learned_rate_per_min(settings, state_dir))
     latency = load_learned_latency(state_dir)
     in_flight = _planned_in_flight(settings, state_dir)
-    if latency is not None:
-        eta_s = max(eta_s, total * latency / in_flight)
+    if latency is not None and total:
+        # ... and the last answer comes one latency after the last start
+        eta_s = max(eta_s, total * latency / in_flight) + latency
     runs = runs_needed(total, eta_s, settings.max_requests, settings.time_budget)
     tonight = total if settings.max_requests is None else min(total, settings.max_requests)
     if settings.time_budget:

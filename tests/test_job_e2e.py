@@ -426,12 +426,12 @@ def test_a_dry_run_after_a_slow_night_plans_with_its_latency(tmp_path: Path) -> 
     rate_only = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
     assert rate_only["latency_s"] == saved
     assert rate_only["binding_limit"] == "told rate"
-    assert rate_only["eta_s"] == round(sum(rate_only["calls_expected"].values()) * 1.0, 1)
+    calls = sum(rate_only["calls_expected"].values())
+    assert rate_only["eta_s"] == round(calls * 1.0 + saved, 1)
 
     save_learned_rate(settings.state_dir, 60.0, datetime.now(UTC), 4, latency_s=30.0)
     plan = run_job(settings, RUN_DATE, dry_run=True).figures["plan"]
-    calls = sum(plan["calls_expected"].values())
-    assert calls > 0 and plan["eta_s"] == round(calls * 30.0 / 4, 1)
+    assert calls > 0 and plan["eta_s"] == round(calls * 30.0 / 4 + 30.0, 1)  # + the last answer
     assert plan["binding_limit"] == "4 in flight x 30 s latency"
     text = plan_text({"plan": plan, "ids": {}, "rows": {}})
     assert "last run's latency (30 s at 4 in flight)" in text
