@@ -279,3 +279,30 @@ def test_a_learned_rate_below_the_told_one_is_paced_from_the_first_request() -> 
         assert gaps[:5] == [first_gap] * 5, (learned, gaps)
         assert gaps[-2:] == [later_gap] * 2, (learned, gaps)
         assert limiter.effective_rate == 600
+
+
+def test_a_learned_rate_from_a_live_budget_does_not_warm_start() -> None:
+    """Joining a budget other holders are using (requests in flight, or a 429 not a quiet
+    stretch ago), the learned rate is tonight's: the newcomer keeps it instead of climbing x4
+    and publishing the ceiling to everyone. An idle budget's learned rate is last night's."""
+    from pipeline.api.limiter_backend import AdmitRule, InMemoryBackend
+
+    def first_answer_rate(backend: InMemoryBackend, clock: FakeClock) -> float:
+        limiter = make(
+            clock, rate_per_window=63, adaptive=True, quiet_s=30, initial_rate=15, backend=backend
+        )
+        with limiter.acquire("tracks"):
+            limiter.on_response("tracks", 200, None)
+        return limiter.effective_rate
+
+    clock = FakeClock(1000.0)
+    assert first_answer_rate(InMemoryBackend(), clock) == 60  # idle: warm start, x4
+    busy = InMemoryBackend()
+    rule = AdmitRule(window_s=60.0, budget=63, interval_s=0.0, max_in_flight=8)
+    assert busy.admit("tracks", clock(), rule).lease is not None  # another holder's request
+    assert first_answer_rate(busy, clock) == 15
+    recent = InMemoryBackend()
+    recent.extend_cooldown(clock() - 10.0, "tracks", clock() - 20.0)  # ended 10 s ago
+    assert first_answer_rate(recent, clock) == 15
+    clock.advance(30.0)  # a quiet stretch later the budget is idle again
+    assert first_answer_rate(recent, clock) == 60

@@ -146,9 +146,16 @@ class RateLimiter:
         # Everything below is guarded by self._lock.
         start = initial_rate if initial_rate is not None else self._backend.learned().rate
         # A learned start climbs fast until its first 429 (issue 11: a storm's penalty must
-        # not slow the next clean night).
+        # not slow the next clean night), unless the budget is live: another holder has
+        # requests in flight, or its cool-down ended less than a quiet stretch ago (or has not
+        # ended; the Redis backend reports only a running one). Then the learned
+        # rate is this night's, and climbing from it would publish the ceiling to the whole
+        # fleet again (a process that joined a shared budget just after its 429 did: the
+        # fleet's learned rate back at 2x the server's).
+        cooldown_age = clock() - self._backend.cooldown().until
+        live = self._backend.in_use() > 0 or cooldown_age < c.quiet_s
         self._rate = RateController(
-            RateRules.from_config(c), clock(), start, warm_start=start is not None
+            RateRules.from_config(c), clock(), start, warm_start=start is not None and not live
         )
         learned_conc = self._backend.learned().concurrency
         self._conc = ConcurrencyController(
