@@ -131,7 +131,7 @@ def dry_run_report(
     in flight the run will hold (the learned limit, else the cap; Little's law). Why the
     second: at production latencies (20-140 s) a 16-in-flight run is bound by 16 / L, and a
     rate-only ETA was 4-15x short of what the night took. Plus one latency (the last answer).
-    Still a lower bound: the matrix's night 2 (docs/benchmarks.md) took 1.1-1.3x it.
+    Still a lower bound: the matrix's night 2 (docs/benchmarks.md) took 1.06-1.17x it.
     """
     plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
     expected = plan["calls_expected"]

@@ -22,8 +22,8 @@ LEARNED_RATE_NAME = "learned_rate.json"
 def load_learned_rate(state_dir: Storage | Path | str) -> float | None:
     """The saved rate (requests per window), or ``None`` when there is none or it is not a
     positive finite number."""
-    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
-    if not isinstance(data, dict):
+    data = _read(state_dir)
+    if data is None:
         return None
     rate = data.get("rate_per_window")
     if isinstance(rate, bool) or not isinstance(rate, int | float):
@@ -36,8 +36,8 @@ def load_learned_rate(state_dir: Storage | Path | str) -> float | None:
 def load_learned_concurrency(state_dir: Storage | Path | str) -> int | None:
     """The saved in-flight limit, or ``None`` when there is none or it is not a positive int
     (files written before issue 10 have none)."""
-    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
-    if not isinstance(data, dict):
+    data = _read(state_dir)
+    if data is None:
         return None
     value = data.get("concurrency")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -49,13 +49,19 @@ def load_learned_latency(state_dir: Storage | Path | str) -> float | None:
     """The last run's median answer latency in seconds, or ``None`` (none saved, or not a
     positive finite number). Why kept: a dry run's ETA at production latencies (20-140 s) is
     bound by requests in flight x latency, not by the rate (issue 10)."""
-    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
-    if not isinstance(data, dict):
+    data = _read(state_dir)
+    if data is None:
         return None
     value = data.get("latency_s")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def _read(state_dir: Storage | Path | str) -> dict[str, object] | None:
+    """The file's object, or None when it is missing or not one (quarantined if corrupt)."""
+    data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
+    return data if isinstance(data, dict) else None
 
 
 def save_learned_rate(
