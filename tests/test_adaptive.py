@@ -224,6 +224,37 @@ def test_controller_rejects_a_decrease_outside_0_1() -> None:
         RateController(rules(decrease=1.0), now=0.0)
 
 
+def test_a_reclaimed_429_is_decided_as_it_would_have_been_when_it_came() -> None:
+    """A 429 noted as another cause's (too many in flight), then taken back: halved once and
+    not counted again; forgiven if it was forgivable when it came; nothing after a newer 429."""
+    told = RateRules(ceiling=600.0, floor=1.0, window_s=60.0, forgive_after=20)
+    early = RateController(told, now=0.0)
+    for i in range(10):
+        early.on_success(float(i), i)
+    early.note_429(10.0)  # after 10 clean answers: not jitter
+    for i in range(11, 30):
+        early.on_success(float(i), i)  # 29 clean answers by the time it is taken back
+    assert early.reclaim_429(30.0) == "cut"
+    assert (early.rate, early.count_429, early.decreases, early.last_decrease_at) == (
+        300.0,
+        1,
+        1,
+        30.0,
+    )
+    assert early.reclaim_429(31.0) == "kept"  # taken back once
+    late = RateController(told, now=0.0)
+    for i in range(25):
+        late.on_success(float(i), i)
+    late.note_429(25.0)
+    assert late.reclaim_429(27.0) == "forgiven"
+    assert (late.rate, late.count_429, late.forgiven) == (600.0, 1, 1)
+    newer = RateController(told, now=0.0)
+    newer.note_429(1.0)
+    assert newer.on_429(2.0, 2.0, False)
+    assert newer.reclaim_429(3.0) == "kept"  # the newer 429 was decided on its own
+    assert newer.rate == 300.0
+
+
 @pytest.mark.parametrize(("rate", "starts"), [(0.2, 1), (1.0, 1), (5.999999999999, 6), (6.5, 6)])
 def test_whole_starts(rate: float, starts: int) -> None:
     assert whole_starts(rate) == starts

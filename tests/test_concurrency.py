@@ -3,6 +3,7 @@ wired into the limiter on a fake clock."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -15,6 +16,7 @@ from pipeline.api.concurrency import (
     ConcurrencyRules,
     fit_knee,
 )
+from pipeline.api.limiter import RateLimiter
 from pipeline.io.report import summary_text
 from tests.benchmarks import controller_model
 from tests.fakes import FakeClock, make_limiter
@@ -131,6 +133,39 @@ def test_a_concurrency_429_does_not_cut_the_rate() -> None:
     assert limiter.stats()["effective_rate"] == 300
 
 
+def test_a_refuted_concurrency_429_is_the_rates_and_pacing_follows() -> None:
+    """Told 2x too high: the server's burst answers 429 at a new in-flight high (blamed on
+    concurrency, limit 9); requests sent at 11-13 before it then come back clean. The 429 is
+    then the rate's: halved once, the limit back at 16, one 429 counted."""
+    clock = FakeClock()
+    limiter = make_limiter(
+        clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
+    )
+    for n in (1, 2, 3, 4) * 5:
+        limiter.on_response("tracks", 200, latency_s=2.0, in_flight=n)
+    limiter.on_response("tracks", 429, 1.0, in_flight=10)
+    stats = limiter.stats()
+    assert (stats["effective_rate"], stats["concurrency_limit"]) == (600, 9)
+    # while the blame holds, starts are spread at what 9 in flight sustain: 9 / 2 s = 4.5/s
+    assert start_gaps(limiter, 3) == pytest.approx([60 / 270] * 2)
+    limiter.on_response("tracks", 200, latency_s=2.0, in_flight=12)
+    stats = limiter.stats()
+    assert (stats["effective_rate"], stats["rate_decreases"]) == (300, 1)
+    assert (stats["concurrency_limit"], stats["concurrency_429"], stats["count_429"]) == (16, 0, 1)
+    assert start_gaps(limiter, 3) == pytest.approx([60 / 300] * 2)
+    assert [n for _, n in stats["concurrency_timeline"]] == [4, 8, 16, 9, 16]
+
+
+def start_gaps(limiter: RateLimiter, n: int) -> list[float]:
+    """Seconds between ``n`` starts admitted back to back (each released at once)."""
+    starts = []
+    for _ in range(n):
+        permit = limiter.acquire("tracks")
+        starts.append(permit.started_at)
+        permit.release()
+    return [b - a for a, b in itertools.pairwise(starts)]
+
+
 def test_above_a_429_ceiling_probes_only_within_the_429_budget() -> None:
     c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
     for n in (1, 2, 3, 4) * 5:
@@ -195,6 +230,38 @@ def test_a_rate_429_lifts_a_ceiling_an_earlier_429_set() -> None:
     assert c.ceiling is None
     feed(c, latency=2.0, rate_per_s=5.0, n=40)
     assert c.limit == 16  # back to the need (5/s x 2 s x 1.5 + 2 = 17), capped
+
+
+def test_a_clean_answer_above_the_blamed_count_refutes_a_concurrency_429() -> None:
+    """Requests sent at 11-13 in flight before the 429 at 10 come back clean: the server took
+    13 at once, so the 429 was not about concurrency. The limit, ceiling and count go back."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for n in (1, 2, 3, 4) * 5:
+        c.on_answer(2.0, n, 10.0)
+    assert c.on_429(10)
+    assert (c.limit, c.ceiling, c.concurrency_429) == (9, 9, 1)
+    assert c.sustained_per_s() == 9 / 2.0  # Little's law at the blamed limit
+    assert not c.refutes_429(10)  # at the blamed count itself: no news
+    assert not c.refutes_429(4)
+    assert c.refutes_429(12)
+    assert (c.limit, c.ceiling, c.concurrency_429, c.cuts) == (16, None, 0, 0)
+    assert c.sustained_per_s() is None  # no 429 ceiling: the limit follows the rate
+    assert not c.refutes_429(13)  # refuted once: nothing left to refute
+
+
+def test_a_blame_is_only_refuted_by_requests_sent_before_the_cut() -> None:
+    """Once the limit is back at the blamed count (probes), answers above it are a probe's,
+    sent after the cut: the normal rules judge them, not a refutation."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=8)
+    for n in (1, 2, 3, 4) * 5:
+        c.on_answer(0.5, n, 10.0)
+    assert c.on_429(5)
+    c.limit = 5  # as a probe would leave it
+    assert not c.refutes_429(6)
+    # a later rate 429 drops the ceiling and the blame with it
+    c.limit = 4
+    c.on_rate_429()
+    assert not c.refutes_429(6)
 
 
 def test_a_rise_steeper_than_a_queue_can_make_is_not_saturation() -> None:

@@ -26,7 +26,11 @@ Rules (rates are starts per window):
   within the first seconds (a told 2x trips the server's burst limit at its 6th-7th
   request). A first 429 after many clean answers is two starts that network jitter brought
   closer at the server than we spaced them; halving the rate for it made the rest of a run
-  2x slower. The next 429 is the rate's as usual.
+  2x slower. The next 429 is the rate's as usual;
+* a 429 the in-flight limit took as its own is only noted (``note_429``); when answers after
+  it refute that (``ConcurrencyController.refutes_429``), ``reclaim_429`` decides it as the
+  rate's, as it would have been decided when it came (forgivable or not, a failed probe or
+  not), without counting it twice.
 
 With ``enabled=False`` the rate stays at the ceiling; 429s are still counted.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from pipeline.config import LimiterConfig
 
@@ -42,6 +47,9 @@ from pipeline.config import LimiterConfig
 SLOW_START_FACTOR = 4.0
 #: A told rate's first 429 after this many clean answers is forgiven (``forgive_429``).
 FORGIVE_AFTER = 20
+
+#: What ``reclaim_429`` did with a 429 it took back.
+Reclaimed = Literal["cut", "forgiven", "kept"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +111,7 @@ class RateController:
         self._probe_quiet = rules.quiet_s
         self._increased_at = -math.inf
         self._warm_start = warm_start and rules.enabled and self.rate < rules.ceiling
+        self._noted: tuple[float, bool] | None = None  # the last 429 noted: (when, forgivable)
 
     def on_success(self, now: float, requests_made: int) -> bool:
         """A non-429 answer. Returns True when the rate was raised (a probe started)."""
@@ -134,12 +143,18 @@ class RateController:
         self.count_429 += 1
         self._quiet_anchor = now
         self._warm_start = False
+        self._noted = None
         if not self.rules.enabled:
             return False
         stale = started_at <= self.last_decrease_at if started_at is not None else in_cooldown
         if stale:
             return False
-        if self._good_rate is not None and now - self._increased_at <= self.rules.window_s:
+        self._decrease(now, now)
+        return True
+
+    def _decrease(self, now: float, at: float) -> None:
+        """The cut for a 429 that came at ``at`` (``now``, or earlier for a reclaimed one)."""
+        if self._good_rate is not None and at - self._increased_at <= self.rules.window_s:
             self.rate = self._good_rate  # the probe failed: back to what worked
             self._probe_quiet *= 2
         else:
@@ -148,7 +163,6 @@ class RateController:
         self._good_rate = None
         self.last_decrease_at = now
         self.decreases += 1
-        return True
 
     def forgive_429(self, now: float) -> bool:
         """A 429 the caller may forgive (see the module docstring): True when it was, and
@@ -157,13 +171,35 @@ class RateController:
         if after is None or self.count_429 > 0 or self._clean < after:
             return False
         self.note_429(now)
+        self._noted = None
         self.forgiven += 1
         return True
 
     def note_429(self, now: float) -> None:
-        """A 429 blamed on something else (too many in flight): counted, rate unchanged."""
+        """A 429 blamed on something else (too many in flight): counted, rate unchanged.
+
+        Remembered until the next 429, so ``reclaim_429`` can still decide it as the rate's
+        with what was known when it came (whether it was forgivable, a failed probe)."""
+        after = self.rules.forgive_after
+        forgivable = after is not None and self.count_429 == 0 and self._clean >= after
         self.count_429 += 1
         self._quiet_anchor = now
+        self._noted = (now, forgivable)
+
+    def reclaim_429(self, now: float) -> Reclaimed:
+        """The 429 last noted as another cause's was the rate's after all (the answers since
+        refuted the other cause): decide it as ``forgive_429`` / ``on_429`` would have when it
+        came, without counting it again. Nothing when another 429 came since."""
+        noted, self._noted = self._noted, None
+        if noted is None or not self.rules.enabled:
+            return "kept"
+        at, forgivable = noted
+        if forgivable:
+            self.forgiven += 1
+            return "forgiven"
+        self._warm_start = False
+        self._decrease(now, at)
+        return "cut"
 
     def _probe_affordable(self, requests_made: int) -> bool:
         budget = self.rules.probe_429_budget

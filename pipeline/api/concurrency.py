@@ -63,7 +63,16 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   left alone (the limiter does not cut the rate for it); probing above that ceiling is
   allowed only while such 429s stay within 1 % of the answers (measured: a probe per
   evaluation cost 5 429s in a 65-request run). A latency cut below that ceiling does not
-  erase it. Otherwise the 429 is the rate's.
+  erase it. Otherwise the 429 is the rate's;
+* **a blame the answers refute** (``refutes_429``): a request sent at more in flight than the
+  blamed one, before the cut, that comes back clean shows the server took that many at
+  once, so the 429 was not about concurrency: the limit goes back to where it was before the
+  cut, the 429's ceiling goes, and the limiter hands the 429 to the rate controller. Why: a
+  rate told 2x too high first trips the server's burst limit just after the limit doubles
+  (a new high of both in-flight and starts per second); the blame held 9 of the 16 needed
+  and the rate was cut only at the next 429, 12 s later (2 x 429, 1.35 x C/R). On a server
+  that does refuse concurrency the requests above the blamed count are refused too, or were
+  never sent (its 429 comes back before the next start).
 
 ``baseline_s`` (reported as the unloaded latency) is the knee's S when a queue shows, else
 the median of the fitted answers.
@@ -125,6 +134,15 @@ class _Cut:
     before: list[float]  # ln latency of the answers sent between the new limit and it
 
 
+@dataclass(frozen=True, slots=True)
+class _Blame:
+    at: int  # the highest in-flight count a concurrency 429 was blamed at
+    limit: int  # the limit, ceiling and 429 ceiling before the first of them
+    ceiling: int | None
+    ceiling_429: int | None
+    n: int  # how many 429s were blamed
+
+
 def fit_knee(points: list[tuple[int, float]]) -> Knee | None:
     """Fit ``ln latency = ln S + max(0, ln(n / k))`` over (in flight at send, ln latency):
     a server of k workers serving FIFO, where an answer sent at n > k waits for n - k others.
@@ -179,6 +197,7 @@ class ConcurrencyController:
         self._saturated_streak = 0
         self._answers = 0
         self._ceiling_429: int | None = None  # the lowest ceiling a concurrency 429 set
+        self._blame: _Blame | None = None  # concurrency 429s the answers may still refute
         self._at_limit = 0  # answers judged since the limit last changed
         self.knee: Knee | None = None  # the last fit
         self._ok: defaultdict[int, int] = defaultdict(int)
@@ -337,6 +356,28 @@ class ConcurrencyController:
             oldest = min(i for i, p in enumerate(self._anchor) if p[1] == worst)
             self._anchor[oldest] = point
 
+    def sustained_per_s(self) -> float | None:
+        """Starts per second the limit sustains at the median latency (Little's law), while a
+        concurrency 429's ceiling holds it; else None (the limit follows the rate)."""
+        if self._ceiling_429 is None or not self.median_s:
+            return None
+        return self.limit / self.median_s
+
+    def refutes_429(self, in_flight: int) -> bool:
+        """Does a clean answer to a request sent at ``in_flight`` refute the concurrency 429s
+        blamed so far (see the module docstring)? True: they are taken back (the limit is
+        restored, their ceiling dropped; the caller gives the 429 to the rate). Only while the
+        limit is below the blamed count, so the answer is to a request sent before the cut."""
+        b = self._blame
+        if b is None or in_flight <= b.at or self.limit >= b.at:
+            return False
+        self._blame = None
+        self.concurrency_429 -= b.n
+        self.cuts -= b.n
+        self.limit, self.ceiling, self._ceiling_429 = b.limit, b.ceiling, b.ceiling_429
+        self._at_limit = 0
+        return True
+
     def on_rate_429(self) -> None:
         """A 429 the rate controller took as its own (it cut the rate): the rate was too high.
         A ceiling an earlier 429 set may have been the rate's too (a told rate 2x too high
@@ -344,6 +385,7 @@ class ConcurrencyController:
         looks like "too many concurrent"; measured: the limit stayed at 9 of a needed 16), so
         it is dropped; the in-flight tallies stay, so a real concurrency limit is found again
         by the next 429 above it."""
+        self._blame = None
         if self._ceiling_429 is None:
             return
         if self.ceiling is not None and self.ceiling >= self._ceiling_429:
@@ -368,6 +410,8 @@ class ConcurrencyController:
         if in_flight <= clean or low_ok < _CLEAN_ANSWERS:
             return False
         self.concurrency_429 += 1
+        b = self._blame or _Blame(0, self.limit, self.ceiling, self._ceiling_429, 0)
+        self._blame = _Blame(max(in_flight, b.at), b.limit, b.ceiling, b.ceiling_429, b.n + 1)
         self.limit = self.ceiling = max(1, min(self.limit, in_flight - 1))
         self._ceiling_429 = min(self.ceiling, self._ceiling_429 or self.ceiling)
         self.cuts += 1

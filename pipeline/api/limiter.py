@@ -46,7 +46,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pipeline.api.adaptive import Pacing, RateController, RateRules, whole_starts
+from pipeline.api.adaptive import Pacing, RateController, RateRules, Reclaimed, whole_starts
 from pipeline.api.backoff import EQUAL_JITTER, backoff_s
 from pipeline.api.concurrency import ConcurrencyController, ConcurrencyRules
 from pipeline.api.limiter_backend import AdmitRule, InMemoryBackend, Learned, Lease, LimiterBackend
@@ -251,8 +251,9 @@ class RateLimiter:
         429: extend (never shorten) the shared cool-down to ``now + retry_after_s`` (or the
         backoff); the concurrency controller may blame it on too many in flight, else the rate
         controller decides (``started_at`` tells a stale 429); then pacing (``Pacing``).
-        Other statuses end the 429 streak and may let the rate probe upwards. ``latency_s`` and
-        ``in_flight`` (``Permit.in_flight``) feed the in-flight limit (``concurrency.py``).
+        Other statuses end the 429 streak and may let the rate probe upwards, or refute a 429
+        blamed on concurrency (it is then the rate's). ``latency_s`` and ``in_flight``
+        (``Permit.in_flight``) feed the in-flight limit (``concurrency.py``).
         """
         with self._cond:
             now = self._clock()
@@ -260,6 +261,11 @@ class RateLimiter:
                 self._consecutive_429 = 0
                 if self._rate.on_success(now, self._tally.acquired_total):
                     self._rate_changed(now)
+                if in_flight is not None and self._conc.refutes_429(in_flight):
+                    # A request sent at more in flight than a 429 blamed on concurrency came
+                    # back clean: that 429 was the rate's (concurrency.py, "refuted").
+                    self._concurrency_changed()
+                    self._rate_429_decided(now, self._rate.reclaim_429(now))
                 if (
                     latency_s is not None
                     and in_flight is not None
@@ -275,11 +281,10 @@ class RateLimiter:
                 self._rate.note_429(now)  # too many in flight, not too fast
                 self._concurrency_changed()
             elif self._rate.forgive_429(now):  # jitter at the told spacing, not too fast
-                self._gap_widened_s = TOLD_GAP_WIDEN * self.config.min_interval_s
+                self._rate_429_decided(now, "forgiven")
             elif self._rate.on_429(now, started_at, in_cooldown):
-                self._conc.on_rate_429()
-                self._rate_changed(now)
-            self._pacing.after_429(self._backend.cooldown().until, self._rate.rate)
+                self._rate_429_decided(now, "cut")
+            self._pacing.after_429(self._backend.cooldown().until, self._pacing_rate())
             self._cond.notify_all()
 
     def stats(self) -> dict[str, Any]:
@@ -373,16 +378,40 @@ class RateLimiter:
         gap = self._spaced(self.config.min_interval_s)
         return min(per_s, 1.0 / gap) if gap > 0 else per_s
 
+    def _rate_429_decided(self, now: float, outcome: Reclaimed) -> None:
+        """Apply the rate controller's verdict on a 429 it took as its own."""
+        if outcome == "forgiven":
+            self._gap_widened_s = TOLD_GAP_WIDEN * self.config.min_interval_s
+        elif outcome == "cut":
+            self._conc.on_rate_429()
+            self._rate_changed(now)
+
     def _concurrency_changed(self) -> None:
-        """A higher limit may admit a waiting thread at once; the backend learns it."""
+        """A higher limit may admit a waiting thread at once; the backend learns it; pacing
+        follows (``_pacing_rate``)."""
+        self._pacing.rate_changed(self._clock(), self._pacing_rate())
         self._backend.store_learned(Learned(concurrency=self._conc.limit))
         self._tally.limit_changed(self._clock(), self._conc.limit)
         self._cond.notify_all()
 
     def _rate_changed(self, now: float) -> None:
         """Pacing (if on) follows the new rate; the backend learns it."""
-        self._pacing.rate_changed(now, self._rate.rate)
+        self._pacing.rate_changed(now, self._pacing_rate())
         self._backend.store_learned(Learned(rate=self._rate.rate))
+
+    def _pacing_rate(self) -> float:
+        """Starts per window pacing spreads: the rate, or what the in-flight limit sustains
+        (limit / median latency, Little's law) while a 429 blamed on concurrency holds it.
+
+        Why: that blame may be wrong (concurrency.py, "refuted") and the requests sent at the
+        told rate just before the 429 come back together one latency later; at the told gap
+        their follow-ups went out as a burst again and took a second 429 (told 600/min against
+        300/min + 6/s: at 7.3 s, 2 s after the first). Where the blame is right, the limit
+        sustains at most that many starts anyway (the mean latency is above the median)."""
+        sustained = self._conc.sustained_per_s()
+        if sustained is None:
+            return self._rate.rate
+        return min(self._rate.rate, sustained * self.config.window_s)
 
 
 def _endpoint_rules(config: LimiterConfig) -> tuple[dict[str, int | None], dict[str, float]]:

@@ -121,6 +121,7 @@ def run(
                     serve(now, queue.pop(0))
                 loaded.append(now - req.sent)
                 done += 1
+                ctl.refutes_429(req.in_flight)  # as the limiter asks first
                 ctl.on_answer(now - req.sent, req.in_flight, rate_per_s)
             if ctl.limit != limits[-1][1]:
                 limits.append((round(now, 1), ctl.limit))
