@@ -133,7 +133,7 @@ def test_a_concurrency_429_does_not_cut_the_rate() -> None:
     assert limiter.stats()["effective_rate"] == 300
 
 
-def test_a_refuted_concurrency_429_is_the_rates_and_pacing_follows() -> None:
+def test_a_refuted_concurrency_429_is_the_rates() -> None:
     """Told 2x too high: the server's burst answers 429 at a new in-flight high (blamed on
     concurrency, limit 9); requests sent at 11-13 before it then come back clean. The 429 is
     then the rate's: halved once, the limit back at 16, one 429 counted."""
@@ -147,13 +147,31 @@ def test_a_refuted_concurrency_429_is_the_rates_and_pacing_follows() -> None:
     stats = limiter.stats()
     assert (stats["effective_rate"], stats["concurrency_limit"]) == (600, 9)
     # while the blame holds, starts are spread at what 9 in flight sustain: 9 / 2 s = 4.5/s
-    assert start_gaps(limiter, 3) == pytest.approx([60 / 270] * 2)
+    assert start_gaps(limiter, 3) == pytest.approx([2.0 / 9] * 2)
     limiter.on_response("tracks", 200, latency_s=2.0, in_flight=12)
     stats = limiter.stats()
     assert (stats["effective_rate"], stats["rate_decreases"]) == (300, 1)
     assert (stats["concurrency_limit"], stats["concurrency_429"], stats["count_429"]) == (16, 0, 1)
     assert start_gaps(limiter, 3) == pytest.approx([60 / 300] * 2)
     assert [n for _, n in stats["concurrency_timeline"]] == [4, 8, 16, 9, 16]
+
+
+def test_a_concurrency_429_spreads_starts_for_two_latencies_only() -> None:
+    """A blame that stands (a server that refuses concurrency): the Little's-law spacing ends
+    two median latencies after the 429, and starts go at the told rate's gap again."""
+    clock = FakeClock()
+    limiter = make_limiter(
+        clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
+    )
+    for n in (1, 2, 3, 4) * 5:
+        limiter.on_response("tracks", 200, latency_s=1.0, in_flight=n)
+    limiter.on_response("tracks", 429, 1.0, in_flight=5)
+    assert limiter.stats()["concurrency_limit"] == 4
+    assert start_gaps(limiter, 3) == pytest.approx([1.0 / 4] * 2)  # 4 in flight at 1 s
+    clock.advance(2.0)
+    assert start_gaps(limiter, 3) == pytest.approx([60 / 600] * 2)
+    stats = limiter.stats()
+    assert (stats["effective_rate"], stats["concurrency_limit"], stats["count_429"]) == (600, 4, 1)
 
 
 def start_gaps(limiter: RateLimiter, n: int) -> list[float]:

@@ -58,6 +58,8 @@ from pipeline.stop import StopSignal
 #: After a forgiven 429 (``RateController.forgive_429``) the gap between starts is widened by
 #: this share of the told interval: two starts jitter brought too close must not meet again.
 TOLD_GAP_WIDEN = 0.05
+#: After a 429 blamed on concurrency, starts are spread for this many median latencies.
+BLAME_PACED_LATENCIES = 2.0
 
 
 class Permit:
@@ -168,6 +170,7 @@ class RateLimiter:
         self._queues: dict[str, deque[object]] = {}
         self._consecutive_429 = 0
         self._gap_widened_s = 0.0  # told rate: the gap after a forgiven 429 (see on_response)
+        self._blame_until = -math.inf  # a concurrency 429's pacing (``_blame_gap``) ends then
         self._tally = LimiterTally(t0=clock(), concurrency_timeline=[(0.0, self._conc.limit)])
         if isinstance(self._stop, StopSignal):
             self._stop.on_set(self._wake)
@@ -264,6 +267,7 @@ class RateLimiter:
                 if in_flight is not None and self._conc.refutes_429(in_flight):
                     # A request sent at more in flight than a 429 blamed on concurrency came
                     # back clean: that 429 was the rate's (concurrency.py, "refuted").
+                    self._blame_until = -math.inf
                     self._concurrency_changed()
                     self._rate_429_decided(now, self._rate.reclaim_429(now))
                 if (
@@ -279,12 +283,13 @@ class RateLimiter:
             self._tally.cooldown_total += self._backend.extend_cooldown(until, endpoint, now)
             if in_flight is not None and self._conc.on_429(in_flight):
                 self._rate.note_429(now)  # too many in flight, not too fast
+                self._blame_until = now + BLAME_PACED_LATENCIES * (self._conc.median_s or 0.0)
                 self._concurrency_changed()
             elif self._rate.forgive_429(now):  # jitter at the told spacing, not too fast
                 self._rate_429_decided(now, "forgiven")
             elif self._rate.on_429(now, started_at, in_cooldown):
                 self._rate_429_decided(now, "cut")
-            self._pacing.after_429(self._backend.cooldown().until, self._pacing_rate())
+            self._pacing.after_429(self._backend.cooldown().until, self._rate.rate)
             self._cond.notify_all()
 
     def stats(self) -> dict[str, Any]:
@@ -329,10 +334,28 @@ class RateLimiter:
             endpoint_interval_s=self._spaced(self._ep_interval.get(endpoint, 0.0)),
             margin_s=c.margin_s,
             paced_interval_s=(
-                self._spaced(max(self._pacing.step, c.min_interval_s)) if pacing else 0.0
+                self._spaced(max(self._pacing.step, c.min_interval_s, self._blame_gap(now)))
+                if pacing
+                else 0.0
             ),
             paced_from=self._pacing.since if pacing else math.inf,
         )
+
+    def _blame_gap(self, now: float) -> float:
+        """Seconds between starts the in-flight limit sustains (median latency / limit,
+        Little's law) for two latencies after a 429 blamed on concurrency; else 0.
+
+        Why: that blame may be wrong (concurrency.py, "refuted"), and the requests sent at
+        the told rate just before the 429 come back together one latency later: at the told
+        gap their follow-ups went out as a burst again and took a second 429 (told 600/min
+        against 300/min + 6/s, at 7.3 s, 2 s after the first). Only for two latencies, by
+        when the requests sent before the cut are back (refuted or not): held for the rest
+        of the run on the noisy median of 8 answers, it throttled a server that does refuse
+        concurrency (its 4 workers at ~1 s: 39.5 -> 47.4 s)."""
+        if now >= self._blame_until:
+            return 0.0
+        sustained = self._conc.sustained_per_s()
+        return 1.0 / sustained if sustained else 0.0
 
     def _spaced(self, gap: float) -> float:
         # Our start and the server's arrival differ by network jitter: keep starts this much
@@ -387,31 +410,15 @@ class RateLimiter:
             self._rate_changed(now)
 
     def _concurrency_changed(self) -> None:
-        """A higher limit may admit a waiting thread at once; the backend learns it; pacing
-        follows (``_pacing_rate``)."""
-        self._pacing.rate_changed(self._clock(), self._pacing_rate())
+        """A higher limit may admit a waiting thread at once; the backend learns it."""
         self._backend.store_learned(Learned(concurrency=self._conc.limit))
         self._tally.limit_changed(self._clock(), self._conc.limit)
         self._cond.notify_all()
 
     def _rate_changed(self, now: float) -> None:
         """Pacing (if on) follows the new rate; the backend learns it."""
-        self._pacing.rate_changed(now, self._pacing_rate())
+        self._pacing.rate_changed(now, self._rate.rate)
         self._backend.store_learned(Learned(rate=self._rate.rate))
-
-    def _pacing_rate(self) -> float:
-        """Starts per window pacing spreads: the rate, or what the in-flight limit sustains
-        (limit / median latency, Little's law) while a 429 blamed on concurrency holds it.
-
-        Why: that blame may be wrong (concurrency.py, "refuted") and the requests sent at the
-        told rate just before the 429 come back together one latency later; at the told gap
-        their follow-ups went out as a burst again and took a second 429 (told 600/min against
-        300/min + 6/s: at 7.3 s, 2 s after the first). Where the blame is right, the limit
-        sustains at most that many starts anyway (the mean latency is above the median)."""
-        sustained = self._conc.sustained_per_s()
-        if sustained is None:
-            return self._rate.rate
-        return min(self._rate.rate, sustained * self.config.window_s)
 
 
 def _endpoint_rules(config: LimiterConfig) -> tuple[dict[str, int | None], dict[str, float]]:
