@@ -72,7 +72,14 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   (a new high of both in-flight and starts per second); the blame held 9 of the 16 needed
   and the rate was cut only at the next 429, 12 s later (2 x 429, 1.35 x C/R). On a server
   that does refuse concurrency the requests above the blamed count are refused too, or were
-  never sent (its 429 comes back before the next start).
+  never sent (its 429 comes back before the next start). One such answer is enough: told
+  600/min against 300/min + 6/s, the only request sent above the blamed 10 was at 11. The
+  risk: at a told gap shorter than the network's round trip, a server that does refuse
+  above k accepts a request sent at our k + 2 if two of its requests finished while their
+  answers were still on the way to us; then the rate is halved for nothing, and the next
+  request above k is refused and blamed again. At loopback that is never; in production
+  (round trip ~0.1 s, answers 20-140 s) rare: k x 0.1 s / 30 s, ~5 % for one finish at
+  k = 16, and it takes two.
 
 ``baseline_s`` (reported as the unloaded latency) is the knee's S when a queue shows, else
 the median of the fitted answers.
