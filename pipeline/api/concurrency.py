@@ -75,11 +75,11 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   never sent (its 429 comes back before the next start). One such answer is enough: told
   600/min against 300/min + 6/s, the only request sent above the blamed 10 was at 11. The
   risk: at a told gap shorter than the network's round trip, a server that does refuse
-  above k accepts a request sent at our k + 2 if two of its requests finished while their
-  answers were still on the way to us; then the rate is halved for nothing, and the next
-  request above k is refused and blamed again. At loopback that is never; in production
-  (round trip ~0.1 s, answers 20-140 s) rare: k x 0.1 s / 30 s, ~5 % for one finish at
-  k = 16, and it takes two.
+  above k accepts a request we sent at k + 2 when two of the k + 1 counted before it were
+  not in the server (an answer or the refused one's 429 still on the way to us); then the
+  rate is halved for nothing, and the next request above k is refused and blamed again. At
+  loopback that is never; in production (round trip ~0.1 s, answers 20-140 s) it needs a
+  request to finish within one round trip of the 429: k x 0.1 s / 30 s, ~5 % at k = 16.
 
 ``baseline_s`` (reported as the unloaded latency) is the knee's S when a queue shows, else
 the median of the fitted answers.
