@@ -46,6 +46,15 @@ def test_told_rate_survives_replace_and_explicit_limits_still_win() -> None:
     assert binding_limit(config, endpoints=["tracks"])["binding_limit"].startswith("spacing")
 
 
+def test_a_learned_rate_below_the_told_one_is_named_as_learned() -> None:
+    """Told 600/min, halved after a 429: the summary must not call 300/min the told rate."""
+    config = limiter_config(Settings(rate_limit=600))
+    fig = binding_limit(config, rate_per_window=300.0)
+    assert fig["binding_limit"] == "learned rate (configured 600/min)"
+    assert fig["binding_rate_per_min"] == 300
+    assert binding_limit(config, rate_per_window=600.0)["binding_limit"].startswith("spacing")
+
+
 def test_in_flight_bound_is_named_when_it_binds() -> None:
     config = limiter_config(Settings(rate_limit=300))
     fig = binding_limit(config, in_flight_limit=4, latency_s=2.0)

@@ -35,7 +35,11 @@ def binding_limit(
     """
     per_min = 60.0 / config.window_s
     rate = config.rate_per_window if rate_per_window is None else rate_per_window
-    limits: dict[str, float] = {("told rate" if config.told_rate else "rate"): rate * per_min}
+    name = "told rate" if config.told_rate else "rate"
+    if rate < config.rate_per_window:
+        # after 429s (tonight's or last night's): not the rate the user told, say so
+        name = f"learned rate (configured {config.rate_per_window * per_min:.4g}/min)"
+    limits: dict[str, float] = {name: rate * per_min}
     gap = _gap_rate(config.min_interval_s, config.margin_s)
     if gap is not None:
         spacing = config.min_interval_s + config.margin_s
