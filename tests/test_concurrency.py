@@ -117,13 +117,19 @@ def test_limiter_admits_up_to_the_learned_limit_and_reports_it() -> None:
         p.release()
 
 
-def test_a_concurrency_429_does_not_cut_the_rate() -> None:
+def answered_at_1_to_4(latency_s: float) -> tuple[FakeClock, RateLimiter]:
+    """A limiter told 600/min (cap 16) that has had 20 clean answers sent at 1-4 in flight."""
     clock = FakeClock()
     limiter = make_limiter(
         clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
     )
     for n in (1, 2, 3, 4) * 5:
-        limiter.on_response("tracks", 200, latency_s=0.5, in_flight=n)
+        limiter.on_response("tracks", 200, latency_s=latency_s, in_flight=n)
+    return clock, limiter
+
+
+def test_a_concurrency_429_does_not_cut_the_rate() -> None:
+    clock, limiter = answered_at_1_to_4(latency_s=0.5)
     limiter.on_response("tracks", 429, 1.0, in_flight=5)
     stats = limiter.stats()
     assert stats["effective_rate"] == 600  # not halved
@@ -137,12 +143,7 @@ def test_a_refuted_concurrency_429_is_the_rates() -> None:
     """Told 2x too high: the server's burst answers 429 at a new in-flight high (blamed on
     concurrency, limit 9); requests sent at 11-13 before it then come back clean. The 429 is
     then the rate's: halved once, the limit back at 16, one 429 counted."""
-    clock = FakeClock()
-    limiter = make_limiter(
-        clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
-    )
-    for n in (1, 2, 3, 4) * 5:
-        limiter.on_response("tracks", 200, latency_s=2.0, in_flight=n)
+    _, limiter = answered_at_1_to_4(latency_s=2.0)
     limiter.on_response("tracks", 429, 1.0, in_flight=10)
     stats = limiter.stats()
     assert (stats["effective_rate"], stats["concurrency_limit"]) == (600, 9)
@@ -159,12 +160,7 @@ def test_a_refuted_concurrency_429_is_the_rates() -> None:
 def test_a_concurrency_429_spreads_starts_for_two_latencies_only() -> None:
     """A blame that stands (a server that refuses concurrency): the Little's-law spacing ends
     two median latencies after the 429, and starts go at the told rate's gap again."""
-    clock = FakeClock()
-    limiter = make_limiter(
-        clock, rate_per_window=600, adaptive=True, adaptive_concurrency=True, max_concurrency=16
-    )
-    for n in (1, 2, 3, 4) * 5:
-        limiter.on_response("tracks", 200, latency_s=1.0, in_flight=n)
+    clock, limiter = answered_at_1_to_4(latency_s=1.0)
     limiter.on_response("tracks", 429, 1.0, in_flight=5)
     assert limiter.stats()["concurrency_limit"] == 4
     assert start_gaps(limiter, 3) == pytest.approx([1.0 / 4] * 2)  # 4 in flight at 1 s
