@@ -167,8 +167,7 @@ class RateController:
     def forgive_429(self, now: float) -> bool:
         """A 429 the caller may forgive (see the module docstring): True when it was, and
         then it is counted and the rate kept; False: decide with ``on_429``."""
-        after = self.rules.forgive_after
-        if after is None or self.count_429 > 0 or self._clean < after:
+        if not self._forgivable():
             return False
         self.note_429(now)
         self._noted = None
@@ -180,11 +179,16 @@ class RateController:
 
         Remembered until the next 429, so ``reclaim_429`` can still decide it as the rate's
         with what was known when it came (whether it was forgivable, a failed probe)."""
-        after = self.rules.forgive_after
-        forgivable = after is not None and self.count_429 == 0 and self._clean >= after
+        forgivable = self._forgivable()
         self.count_429 += 1
         self._quiet_anchor = now
         self._noted = (now, forgivable)
+
+    def _forgivable(self) -> bool:
+        """Would a 429 now be forgiven: a told rate's first, after ``forgive_after`` clean
+        answers (the module docstring)."""
+        after = self.rules.forgive_after
+        return after is not None and self.count_429 == 0 and self._clean >= after
 
     def reclaim_429(self, now: float) -> Reclaimed:
         """The 429 last noted as another cause's was the rate's after all (the answers since
