@@ -49,9 +49,11 @@ RATE = 120  # requests per window, on the simulator and in the client alike
 WINDOW_S = 1.0
 #: The simulator runs in this process and shares the GIL with the 8 client threads, so the
 #: time from the limiter's admission to the server's arrival count varies by up to ~20 ms
-#: (measured p99 ~10 ms): the default 0.02 s margin is too tight here. 0.05 s still lets
-#: 95 % of the limit through.
-JITTER_MARGIN_S = 0.05
+#: (measured p99 ~10 ms): the default 0.02 s margin is too tight here. 0.05 s let 95 % of
+#: the limit through, but once in a full `make test` (2026-12-03) one arrival of 1,600 came
+#: more than 50 ms late and was answered 429; 0.08 s lets 92.6 % through (measured 3 times,
+#: also with both cores busy), still above the 90 % asserted.
+JITTER_MARGIN_S = 0.08
 THREADS = 8
 PER_THREAD = 200
 
