@@ -72,7 +72,7 @@ class ApiResources:
         if self.shared_budget is not None:
             self.shared_budget.close()
         if self._settings.adaptive:
-            conc = self.limiter.concurrency_limit if self._settings.adaptive_concurrency else None
+            conc = self.limiter.learned_concurrency if self._settings.adaptive_concurrency else None
             save_learned_rate(
                 self._state_dir,
                 self.limiter.effective_rate,

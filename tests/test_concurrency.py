@@ -407,3 +407,85 @@ def test_the_summary_names_the_cap_when_it_held_the_run_back() -> None:
             assert "300/min at 5 s needs ~25 in flight; --max-concurrency" in text
         else:
             assert "hint" not in text
+
+
+def _four_workers(n: int) -> float:
+    """A server of 4 workers at 2 s, without noise: an answer sent at n waits for n - 4."""
+    return 2.0 * max(1.0, n / 4)
+
+
+def test_on_a_steady_limit_probes_are_judged_and_low_answers_refreshed() -> None:
+    """Noise-free 4 workers at 2 s, after a flood cut to 4. Before: once the anchor's low
+    answers aged out the fit had no spread and no verdict, so each full window probed one
+    more: 5, 6, 7, then a saw-tooth at 7-9 (2.25 x the latency). Now a probe's own answers
+    (1.25 x slower at 5) undo it, each undone probe doubles the wait for the next, and before
+    a probe with no fresh answer at 60 % of the limit the limit dips there for 4 answers."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for _ in range(3):
+        for n in range(1, 17):
+            c.on_answer(_four_workers(n), n, 5.0)
+    assert (c.limit, c.cuts) == (4, 1)
+    limits = []
+    for _ in range(1000):
+        n = c.limit
+        c.on_answer(_four_workers(n), n, 5.0)
+        limits.append(c.limit)
+    assert max(limits) == 5
+    runs = [(k, len(list(g))) for k, g in itertools.groupby(limits)]
+    probes = [length for k, length in runs if k == 5]
+    assert len(probes) >= 3 and all(length == 24 for length in probes)  # judged, undone
+    assert sum(probes) <= 0.15 * len(limits)
+    gaps = [length for k, length in runs if k == 4]
+    assert max(gaps) >= 8 * gaps[1]  # the wait between probes grows
+    dips = [length for k, length in runs if k == 2]
+    assert len(dips) >= 2 and all(length == 4 for length in dips)
+
+
+def test_probes_that_the_server_takes_are_kept() -> None:
+    """Judging probes must not pin the limit: after a cut to 4 workers the server gains 4 more
+    (noise-free, 2 s); probes up to its 8 are kept (no slower), those to 9 (1.125 x) undone."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16), initial=16)
+    for _ in range(3):
+        for n in range(1, 17):
+            c.on_answer(_four_workers(n), n, 5.0)
+    assert c.limit == 4
+    limits = []
+    for _ in range(1500):
+        n = c.limit
+        c.on_answer(2.0 * max(1.0, n / 8), n, 5.0)
+        limits.append(c.limit)
+    assert limits.index(8) < 100
+    assert max(limits) == 9
+    assert sum(n == 8 for n in limits[100:]) >= 0.8 * len(limits[100:])
+
+
+def test_a_refresh_is_not_what_a_run_saves() -> None:
+    """The dip is a measurement: the limit a next run starts from, and the one the report
+    names, is the one it returns to; only admission uses the dip."""
+    limiter = make_limiter(
+        FakeClock(), rate_per_window=600, max_concurrency=16, adaptive_concurrency=True
+    )
+    for _ in range(3):
+        for n in range(1, 17):
+            limiter.on_response("tracks", 200, latency_s=_four_workers(n), in_flight=n)
+    for _ in range(2000):  # until a refresh: admission below what is learned
+        n = limiter.concurrency_limit
+        limiter.on_response("tracks", 200, latency_s=_four_workers(n), in_flight=n)
+        if limiter.concurrency_limit < limiter.learned_concurrency:
+            break
+    assert (limiter.concurrency_limit, limiter.learned_concurrency) == (3, 5)
+    assert limiter.stats()["concurrency_limit"] == 5
+    assert [p.in_flight for p in [limiter.acquire("tracks") for _ in range(3)]] == [1, 2, 3]
+    assert limiter.stats()["in_flight"] == 3
+
+
+def test_in_the_model_a_long_run_does_not_creep_back_into_the_queue() -> None:
+    """1,300 requests (10,000 tracks) on servers with fewer workers than R x L: without the
+    refresh, probes after the anchor aged out climbed back to 16 in flight on 4 workers. The
+    loaded latency's p90 over 20 runs was 3.32 x (L 0.5 s / K 2), 1.81 x (L 1 s / K 4) and
+    3.35 x (L 2 s / K 4); measured with it: 1.49, 1.23, 1.25. The wall stays 1.16-1.18 x."""
+    for latency, k in ((0.5, 2), (1.0, 4), (2.0, 4)):
+        runs = [controller_model.run(latency, k, seed=s, calls=1300) for s in range(20)]
+        loaded = sorted(o.loaded_over_service for o in runs)
+        assert loaded[18] <= 1.7, (latency, k, loaded)
+        assert statistics.median(o.wall_over_floor for o in runs) <= 1.25, (latency, k)

@@ -43,8 +43,16 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   evidence), only answers still in flight are skipped. Above the ceiling the limit grows by
   one (a probe) after a full window at the current limit (after 12 answers when the answers
   rule out a queue below the limit), and not while the answers allow a queue just below it
-  (limit > 1.2 x the lowest k allowed), so it settles at the server's parallelism instead of
-  climbing a saw-tooth;
+  (limit > 1.2 x the lowest k allowed; for a latency ceiling, only for 4 such windows), so it
+  settles at the server's parallelism instead of climbing a saw-tooth;
+* **a probe is judged on its own answers** (``_probe_undone``): 24 answers sent above the old
+  limit more than 10 % slower than those sent at it undo it, and the next probe waits twice
+  as long (up to 8 windows). One request above k workers costs (k + 1) / k, which the knee
+  cannot show through the noise, so probes to k + 1 used to stay (loaded latency 1.25-1.3 x);
+* **a refresh before a probe**: when the anchor holds no answer sent at 60 % of the limit or
+  below (it ages out), the limit dips there until 4 such answers are back, and the probe is
+  decided with them (``_start_refresh``): at a steady limit the fit otherwise has no spread,
+  and every full window probed one more, back into the queue on long runs;
 * **calm** (ratio <= 1.15, or no verdict): grow towards the need, doubling while no ceiling
   is known (slow start: a run of 65 requests cannot wait for a linear ramp; beyond twice the
   initial limit only with a verdict of 12 answers or more), else by a quarter (at least one)
@@ -112,6 +120,11 @@ _PROBE_CALM = 1.2
 _STREAK = 2
 _HELPED = 0.87  # a cut must make answers at least this much faster, or it is undone
 _JUDGE_CUT = 6  # answers at the new limit before a latency cut is judged
+_JUDGE_PROBE = 24  # answers sent above the old limit before a latency probe is judged
+_PROBE_KEPT = 1.1  # ... kept only if they are at most this much slower than those at it
+_PROBE_BACKOFF = 8  # an undone probe doubles the wait for the next, up to this many windows
+_BLOCK_LIFT = 4  # windows at a latency ceiling after which a possible queue no longer blocks
+_REFRESH_DEPTH = 0.6  # a refresh holds this share of the limit (at least one fewer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +152,13 @@ class Knee:
 class _Cut:
     from_limit: int  # the limit before the cut
     before: list[float]  # ln latency of the answers sent between the new limit and it
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    seq: int  # the answer count when the limit went one above ``base``
+    base: int  # the limit probed above
+    before: list[float]  # ln latency of the answers sent at ``base`` in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +226,9 @@ class ConcurrencyController:
         self._ceiling_429: int | None = None  # the lowest ceiling a concurrency 429 set
         self._blame: _Blame | None = None  # concurrency 429s the answers may still refute
         self._at_limit = 0  # answers judged since the limit last changed
+        self._refresh_to: int | None = None  # the limit to go back to after a refresh
+        self._probe: _Probe | None = None  # a latency probe not yet judged
+        self._probe_wait = 1  # windows between probes: doubled by each probe undone
         self.knee: Knee | None = None  # the last fit
         self._ok: defaultdict[int, int] = defaultdict(int)
         self._bad: defaultdict[int, int] = defaultdict(int)
@@ -231,6 +254,8 @@ class ConcurrencyController:
         self._keep_anchor(point)
         self._new += 1
         self._at_limit += 1
+        if self._refresh_to is not None:
+            return self._refreshing()
         # Decide every half limit of new answers (at least 4): quick enough to ramp within a
         # few latencies; the fit over the longer window is what is trusted for a cut.
         if self._new < max(_MIN_EVERY, self.limit // 2) or len(self._recent) < _MIN_EVERY:
@@ -257,6 +282,8 @@ class ConcurrencyController:
                 self._anchor.clear()
                 self._at_limit = 0
                 return self.limit != before
+        if self._probe is not None and not saturated and self._probe_undone():
+            return True
         self._saturated_streak = self._saturated_streak + 1 if saturated else 0
         if saturated and self._saturated_streak < _STREAK:
             return False  # one slow stretch may be noise (CPU, GC): act on two in a row
@@ -294,11 +321,24 @@ class ConcurrencyController:
                     # is probed sooner; a 429's ceiling is not a matter of latency.
                     ruled_out = not at_429 and knee is not None and knee.low >= self.limit
                     judged = _MIN_FIT if ruled_out else max(_FIT_WINDOW, 2 * self.limit)
+                    judged *= self._probe_wait
                     if self._at_limit < judged:
                         return False  # judge this limit on a full window before the next probe
-                    if knee is not None and self.limit > _PROBE_CALM * knee.low:
-                        return False  # the answers allow a queue just below: do not add to it
+                    if (
+                        knee is not None
+                        and self.limit > _PROBE_CALM * knee.low
+                        and (at_429 or self._at_limit < _BLOCK_LIFT * judged)
+                    ):
+                        # The answers allow a queue just below: do not add to it, unless the
+                        # limit has held for a long time (a probe is judged, and undone).
+                        return False
+                    if not at_429 and self.limit > 1 and not self._anchored_below():
+                        return self._start_refresh()
                     step = 1  # a probe above what the server showed it can take
+                    if not at_429:
+                        at_base = [y for _, x, y in self._fit if x == self.limit]
+                        if len(at_base) >= _MIN_EVERY:
+                            self._probe = _Probe(self._answers, self.limit, at_base)
                     self.ceiling += 1
                 elif self.ceiling is not None:
                     step = min(step, self.ceiling - self.limit)
@@ -347,6 +387,88 @@ class ConcurrencyController:
             return True  # nothing to compare: the fit decides
         return math.exp(statistics.fmean(after) - statistics.fmean(cut.before)) < _HELPED
 
+    def _probe_undone(self) -> bool:
+        """Judge a latency probe on ``_JUDGE_PROBE`` answers sent above its old limit: if they
+        are more than 10 % slower than those sent at it, go back (and wait twice as long
+        before the next probe); else keep it.
+
+        Why: one request above a server's k workers slows answers by (k + 1) / k (1.25 x on 4),
+        which the knee cannot show through lognormal noise (sigma 0.5) in a 32-answer window;
+        so a probe to k + 1 stayed, the loaded latency at 1.25-1.3 x (the matrix's L 2 s /
+        K 4: 5 in flight from 54 s to the end, 1.31 x). Compared on their own answers, 24
+        against the window's at the old limit, such a probe is undone ~83 % of the time, and
+        one the server does take (no queue) is kept ~75 % (normal approximation). Controller
+        model, 1,300 requests, 20 runs each, against the refresh alone: loaded latency median
+        L 0.5 s / K 2 1.37 -> 1.15 x, L 1 s / K 4 1.18 -> 1.06 x, L 2 s / K 4 1.10 -> 1.03 x;
+        the wall 1-4 % longer (holding exactly k takes 1.17-1.23 x the floor, k + 1 1.15 x)."""
+        p = self._probe
+        assert p is not None
+        if self.limit != p.base + 1:  # cut, refreshed or probed again since: moot
+            self._probe = None
+            return False
+        after = [y for seq, x, y in self._fit if seq > p.seq and x > p.base]
+        if len(after) < _JUDGE_PROBE:
+            return False
+        self._probe = None
+        if math.exp(statistics.fmean(after) - statistics.fmean(p.before)) <= _PROBE_KEPT:
+            self._probe_wait = 1
+            return False
+        self.limit = self.ceiling = p.base
+        self._probe_wait = min(_PROBE_BACKOFF, 2 * self._probe_wait)
+        self._at_limit = 0
+        return True
+
+    @property
+    def settled(self) -> int:
+        """The limit to remember for the next run: during a refresh, the one it returns to
+        (the dip is a measurement, not something learned about the server)."""
+        return self._refresh_to or self.limit
+
+    def _anchored_below(self) -> bool:
+        """Does the anchor hold an answer sent at the refresh depth or below? Without one the
+        fit cannot see the queue a probe would add to."""
+        return any(x <= self._refresh_depth() for _, x, _ in self._anchor)
+
+    def _refresh_depth(self) -> int:
+        """60 % of the limit, at least one fewer: deep enough to be below a server's workers
+        when the limit is a probe or two above them."""
+        return max(1, min(self.limit - 1, int(self.limit * _REFRESH_DEPTH)))
+
+    def _start_refresh(self) -> bool:
+        """Before a probe with no fresh answer at the refresh depth: hold that many in flight
+        until ``_MIN_EVERY`` answers sent there are back, then return to the limit
+        (``_refreshing``); the next probe is decided with them in the fit.
+
+        Why: the anchor ages out (a server that slows for everyone must not read as a queue),
+        and at a steady limit every request is sent at the limit, so after ``_ANCHOR_AGE``
+        answers the fit had no spread and no verdict, which let every full window probe one
+        more. Controller model, 1,300 requests (10,000 tracks), 20 runs each: on 4 workers at
+        L 2 s the limit crept from 5 back to 16 over 900 answers; the loaded latency's p90 was
+        3.35 x the service time (L 0.5 s / K 2: 3.32 x); with the refresh alone 1.25 x
+        (1.49 x). Why 60 % and not one fewer: on 2 workers, answers at 3 are queued too, so 4
+        against 3 showed no knee (p90 2.02 x). It costs ~4 answers at 60 % of the limit per
+        ``_ANCHOR_AGE``, and when a server slows for everyone mid-run, the cut an old fast
+        anchor caused is probed back up later (docs/decisions.md, "Long runs"). BBR drains
+        its window to re-measure the round trip for the same reason. An anchor that never
+        ages instead stopped the creep but cut 3 x as often on a server that doubled its
+        latency for everyone (L 2 s, 16 workers: 29 cuts against 9)."""
+        self._refresh_to = self.limit
+        self.limit = self._refresh_depth()
+        self._at_limit = 0
+        return True
+
+    def _refreshing(self) -> bool:
+        """During a refresh: no verdicts (its answers are the low ones it came for); back to
+        the limit once ``_MIN_EVERY`` answers sent at the depth are in the anchor."""
+        assert self._refresh_to is not None
+        low = sum(1 for _, x, _ in self._anchor if x <= self.limit)
+        if low < _MIN_EVERY:
+            return False
+        self.limit, self._refresh_to = self._refresh_to, None
+        self._at_limit = 0
+        self._new = 0
+        return True
+
     def _keep_anchor(self, point: tuple[int, int, float]) -> None:
         """Keep the latest answers sent at the fewest requests in flight, for the fit.
 
@@ -379,6 +501,7 @@ class ConcurrencyController:
         if b is None or in_flight <= b.at or self.limit >= b.at:
             return False
         self._blame = None
+        self._refresh_to = None
         self.concurrency_429 -= b.n
         self.cuts -= b.n
         self.limit, self.ceiling, self._ceiling_429 = b.limit, b.ceiling, b.ceiling_429
@@ -419,6 +542,7 @@ class ConcurrencyController:
         self.concurrency_429 += 1
         b = self._blame or _Blame(0, self.limit, self.ceiling, self._ceiling_429, 0)
         self._blame = _Blame(max(in_flight, b.at), b.limit, b.ceiling, b.ceiling_429, b.n + 1)
+        self._refresh_to = None
         self.limit = self.ceiling = max(1, min(self.limit, in_flight - 1))
         self._ceiling_429 = min(self.ceiling, self._ceiling_429 or self.ceiling)
         self.cuts += 1

@@ -200,6 +200,12 @@ class RateLimiter:
             return self._conc.limit
 
     @property
+    def learned_concurrency(self) -> int:
+        """The in-flight limit a next run starts from (a refresh's dip is not learned)."""
+        with self._lock:
+            return self._conc.settled
+
+    @property
     def latency_median_s(self) -> float | None:
         """The median latency of the last answers the in-flight limit was judged on."""
         with self._lock:
@@ -411,7 +417,7 @@ class RateLimiter:
 
     def _concurrency_changed(self) -> None:
         """A higher limit may admit a waiting thread at once; the backend learns it."""
-        self._backend.store_learned(Learned(concurrency=self._conc.limit))
+        self._backend.store_learned(Learned(concurrency=self._conc.settled))
         self._tally.limit_changed(self._clock(), self._conc.limit)
         self._cond.notify_all()
 

@@ -67,7 +67,7 @@ def limiter_figures(
         "acquired": dict(tally.acquired),
         "wait_seconds": tally.wait_total,
         "waited": tally.waited,
-        "concurrency_limit": conc.limit,
+        "concurrency_limit": conc.settled,
         "concurrency_cap": config.max_concurrency,
         "adaptive_concurrency": config.adaptive_concurrency,
         "concurrency_cuts": conc.cuts,

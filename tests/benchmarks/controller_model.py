@@ -3,6 +3,8 @@
     python -m tests.benchmarks.controller_model            # the sweep grid, 10 seeds each
     python -m tests.benchmarks.controller_model --seeds 30
     python -m tests.benchmarks.controller_model --night 2   # warm from each seed's night 1
+    python -m tests.benchmarks.controller_model --calls 1300 --seeds 20   # 10,000 tracks
+    python -m tests.benchmarks.controller_model --calls 1300 --slowdown 40 3  # x 3 at 40 s
 
 Why: the matrix (``matrix.py``) runs the real job against the real simulator in the real
 minute, 1-2 min per case; tuning ``api/concurrency.py`` needs hundreds of runs. This feeds
@@ -65,10 +67,13 @@ def run(
     reject_above: int | None = None,
     warm: Outcome | None = None,
     fixed: bool = False,
+    slowdown: tuple[float, float] | None = None,
 ) -> Outcome:
     """One run; ``warm``: the previous night's run, whose saved in-flight limit this one
     starts from (as ``learned_rate.json`` carries it); ``fixed``: no controller, ``cap`` in
-    flight from the first request (the oracle, given the best cap)."""
+    flight from the first request (the oracle, given the best cap); ``slowdown``: (at s,
+    factor): from then on every service time is ``factor`` x longer (a server that slows for
+    everyone, whatever we send)."""
     rng = random.Random(seed)
     rules = ConcurrencyRules(cap=cap, enabled=not fixed)
     ctl = ConcurrencyController(rules, warm.final_limit if warm else None)
@@ -86,6 +91,8 @@ def run(
         nonlocal working, seq
         working += 1
         s = latency * math.exp(rng.gauss(0.0, sigma))
+        if slowdown is not None and at >= slowdown[0]:
+            s *= slowdown[1]
         service.append(s)
         seq += 1
         heapq.heappush(events, (at + s, seq, False, req))
@@ -134,7 +141,7 @@ def run(
         n429=n429,
         latency_cuts=ctl.cuts - ctl.concurrency_429,
         limits=limits,
-        final_limit=ctl.limit,
+        final_limit=ctl.settled,
     )
 
 
@@ -145,7 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--night", type=int, default=1, help="2: each seed's second night, warm from its first"
     )
+    p.add_argument("--calls", type=int, default=130, help="requests per run (C)")
+    p.add_argument(
+        "--slowdown",
+        type=float,
+        nargs=2,
+        metavar=("AT_S", "FACTOR"),
+        help="from AT_S on, every service time FACTOR x longer (a server slowing for everyone; "
+        "the floor stays the unslowed one)",
+    )
     args = p.parse_args(argv)
+    common = {"cap": args.cap, "calls": args.calls, "slowdown": args.slowdown}
     cases: list[tuple[str, float, int, int | None]]
     cases = [(f"L{lat:g}-K{k}", lat, k, None) for lat, k in GRID]
     cases.append(("concurrency-K4", 1.0, 64, 4))
@@ -153,18 +170,22 @@ def main(argv: list[str] | None = None) -> int:
         "case            wall/floor med (max)   loaded/idle med (max)  peak  429s"
         "   oracle: in flight  wall/floor  loaded/idle"
     )
+    both = total = 0
     for name, lat, k, reject in cases:
-        out = [run(lat, k, seed=s, cap=args.cap, reject_above=reject) for s in range(args.seeds)]
+        out = [run(lat, k, seed=s, reject_above=reject, **common) for s in range(args.seeds)]
         best = oracle_limit(lat, k if reject is None else reject, args.cap)
+        fixed = {**common, "cap": best}
         ideal = [
-            run(lat, k, seed=s, cap=best, reject_above=reject, fixed=True)
+            run(lat, k, seed=s, reject_above=reject, fixed=True, **fixed)
             for s in range(args.seeds)
         ]
         for night in range(1, args.night):  # the same server, new draws, last night's state
             out = [
-                run(lat, k, seed=s + 1000 * night, cap=args.cap, reject_above=reject, warm=o)
+                run(lat, k, seed=s + 1000 * night, reject_above=reject, warm=o, **common)
                 for s, o in enumerate(out)
             ]
+        both += sum(o.wall_over_floor <= 1.25 and o.loaded_over_service <= 1.2 for o in out)
+        total += len(out)
         w = [o.wall_over_floor for o in out]
         ld = [o.loaded_over_service for o in out]
         print(
@@ -174,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{best:17d}  {statistics.median(o.wall_over_floor for o in ideal):10.3f}  "
             f"{statistics.median(o.loaded_over_service for o in ideal):11.2f}"
         )
+    print(f"runs meeting both wall <= 1.25 x floor and loaded <= 1.2 x idle: {both} of {total}")
     return 0
 
 
