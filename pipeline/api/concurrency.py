@@ -332,7 +332,7 @@ class ConcurrencyController:
                         # The answers allow a queue just below: do not add to it, unless the
                         # limit has held for a long time (a probe is judged, and undone).
                         return False
-                    if not at_429 and self.limit > 1 and not self._anchored_below():
+                    if not at_429 and self.limit > 1 and not self._anchored_low():
                         return self._start_refresh()
                     step = 1  # a probe above what the server showed it can take
                     if not at_429:
@@ -424,7 +424,7 @@ class ConcurrencyController:
         (the dip is a measurement, not something learned about the server)."""
         return self._refresh_to or self.limit
 
-    def _anchored_below(self) -> bool:
+    def _anchored_low(self) -> bool:
         """Does the anchor hold an answer sent at the refresh depth or below? Without one the
         fit cannot see the queue a probe would add to."""
         return any(x <= self._refresh_depth() for _, x, _ in self._anchor)
