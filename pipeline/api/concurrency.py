@@ -170,6 +170,12 @@ class _Blame:
     n: int  # how many 429s were blamed
 
 
+def _slower(after: list[float], before: list[float]) -> float:
+    """How many times slower the answers ``after`` are than ``before`` (ln latencies: the
+    ratio of their geometric means), for judging a cut or a probe on its own answers."""
+    return math.exp(statistics.fmean(after) - statistics.fmean(before))
+
+
 def fit_knee(points: list[tuple[int, float]]) -> Knee | None:
     """Fit ``ln latency = ln S + max(0, ln(n / k))`` over (in flight at send, ln latency):
     a server of k workers serving FIFO, where an answer sent at n > k waits for n - k others.
@@ -385,7 +391,7 @@ class ConcurrencyController:
         after = [y for _, x, y in since if x <= self.limit]
         if len(after) < _MIN_EVERY or len(cut.before) < _MIN_EVERY:
             return True  # nothing to compare: the fit decides
-        return math.exp(statistics.fmean(after) - statistics.fmean(cut.before)) < _HELPED
+        return _slower(after, cut.before) < _HELPED
 
     def _probe_undone(self) -> bool:
         """Judge a latency probe on ``_JUDGE_PROBE`` answers sent above its old limit: if they
@@ -410,7 +416,7 @@ class ConcurrencyController:
         if len(after) < _JUDGE_PROBE:
             return False
         self._probe = None
-        if math.exp(statistics.fmean(after) - statistics.fmean(p.before)) <= _PROBE_KEPT:
+        if _slower(after, p.before) <= _PROBE_KEPT:
             self._probe_wait = 1
             return False
         self.limit = self.ceiling = p.base
@@ -427,7 +433,11 @@ class ConcurrencyController:
     def _anchored_low(self) -> bool:
         """Does the anchor hold an answer sent at the refresh depth or below? Without one the
         fit cannot see the queue a probe would add to."""
-        return any(x <= self._refresh_depth() for _, x, _ in self._anchor)
+        return self._anchored_at_most(self._refresh_depth()) > 0
+
+    def _anchored_at_most(self, count: int) -> int:
+        """How many anchor answers were sent at ``count`` in flight or fewer."""
+        return sum(1 for _, x, _ in self._anchor if x <= count)
 
     def _refresh_depth(self) -> int:
         """60 % of the limit, at least one fewer: deep enough to be below a server's workers
@@ -461,8 +471,7 @@ class ConcurrencyController:
         """During a refresh: no verdicts (its answers are the low ones it came for); back to
         the limit once ``_MIN_EVERY`` answers sent at the depth are in the anchor."""
         assert self._refresh_to is not None
-        low = sum(1 for _, x, _ in self._anchor if x <= self.limit)
-        if low < _MIN_EVERY:
+        if self._anchored_at_most(self.limit) < _MIN_EVERY:
             return False
         self.limit, self._refresh_to = self._refresh_to, None
         self._at_limit = 0
