@@ -87,6 +87,23 @@ def test_lognormal_is_seeded_and_leaves_the_fault_sequence_alone() -> None:
     assert [inj.plan().delay_s for _ in range(5)] == first  # reset replays
 
 
+def test_a_latency_seed_draws_other_latencies_and_nothing_else() -> None:
+    """The matrix's ``--latency-seed``: another draw of a case's latencies, on the same
+    catalog and the same fault sequence (one matrix run is one draw per case)."""
+
+    def plans(**options: Any) -> list[tuple[float, str | None]]:
+        inj = FaultInjector(SimulatorConfig(error_rate=0.3, latency_median_s=0.5, **options))
+        return [(p.delay_s, p.kind) for p in (inj.plan() for _ in range(200))]
+
+    base = plans(seed=5)
+    assert plans(seed=5, latency_seed=5) == base  # unset means the seed's own
+    other = plans(seed=5, latency_seed=1)
+    assert [d for d, _ in other] != [d for d, _ in base]
+    assert [k for _, k in other] == [k for _, k in base]
+    assert plans(seed=9, latency_seed=1) != other  # faults follow the seed
+    assert [d for d, _ in plans(seed=9, latency_seed=1)] == [d for d, _ in other]
+
+
 def test_lognormal_latency_over_loopback(catalog: Catalog, known: list[str]) -> None:
     with server(catalog, latency_median_s=0.02, latency_sigma=0.5, seed=2) as s:
         with requests.Session() as h:

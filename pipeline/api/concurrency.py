@@ -38,7 +38,9 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   4 workers kept 8 queued (every answer 2x slower) for 25 s of a 65 s run;
 * **saturated** (two evaluations in a row: a queue shows, the limit is above every k the
   answers allow, and the ratio is above 1.25): cut to the middle of the k allowed (the best
-  fit alone undercut: only answers sent below k tell k from k - 1), at most by 3/4, and
+  fit alone undercut: only answers sent below k tell k from k - 1; the first cut after a
+  held slow-start step not below that step's base while the knee allows k there), at most
+  by 3/4, and
   remember it as the ceiling; the window is kept (the answers above the new limit are the
   evidence), only answers still in flight are skipped. Above the ceiling the limit grows by
   one (a probe) after a full window at the current limit (after 12 answers when the answers
@@ -47,15 +49,19 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   settles at the server's parallelism instead of climbing a saw-tooth;
 * **a probe is judged on its own answers** (``_probe_undone``): 24 answers sent above the old
   limit more than 10 % slower than those sent at it undo it, and the next probe waits twice
-  as long (up to 8 windows). One request above k workers costs (k + 1) / k, which the knee
-  cannot show through the noise, so probes to k + 1 used to stay (loaded latency 1.25-1.3 x);
+  as long (up to 8 windows); between 5 % and 18 % slower is too close to call, and the probe
+  is judged on a full window (32) instead; no probe starts while one is being judged. One
+  request above k workers costs (k + 1) / k, which the knee cannot show through the noise,
+  so probes to k + 1 used to stay (loaded latency 1.25-1.3 x);
 * **a refresh before a probe**: when the anchor holds no answer sent at 60 % of the limit or
   below (it ages out), the limit dips there until 4 such answers are back, and the probe is
   decided with them (``_start_refresh``): at a steady limit the fit otherwise has no spread,
   and every full window probed one more, back into the queue on long runs;
 * **calm** (ratio <= 1.15, or no verdict): grow towards the need, doubling while no ceiling
   is known (slow start: a run of 65 requests cannot wait for a linear ramp; beyond twice the
-  initial limit only with a verdict of 12 answers or more), else by a quarter (at least one)
+  initial limit only with a verdict of 12 answers or more, and each step only once 4 answers
+  sent above the last step's base are back no more than 15 % slower than those sent at or
+  below it, or 2 x the limit of them are: ``_step_borne_out``), else by a quarter (at least one)
   up to the ceiling, then by one (a probe, see above); when the need is lower than the
   limit, follow it down;
 * **a cut the answers after it do not bear out**: 6 answers after a cut, if those sent at
@@ -122,6 +128,7 @@ _HELPED = 0.87  # a cut must make answers at least this much faster, or it is un
 _JUDGE_CUT = 6  # answers at the new limit before a latency cut is judged
 _JUDGE_PROBE = 24  # answers sent above the old limit before a latency probe is judged
 _PROBE_KEPT = 1.1  # ... kept only if they are at most this much slower than those at it
+_PROBE_CLEAR = (1.05, 1.18)  # between these after 24 answers: judged on 48 instead
 _PROBE_BACKOFF = 8  # an undone probe doubles the wait for the next, up to this many windows
 _BLOCK_LIFT = 4  # windows at a latency ceiling after which a possible queue no longer blocks
 _REFRESH_DEPTH = 0.6  # a refresh holds this share of the limit (at least one fewer)
@@ -159,6 +166,12 @@ class _Probe:
     seq: int  # the answer count when the limit went one above ``base``
     base: int  # the limit probed above
     before: list[float]  # ln latency of the answers sent at ``base`` in the window
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    seq: int  # the answer count when slow start stepped up from ``base``
+    base: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +248,7 @@ class ConcurrencyController:
         self._refresh_to: int | None = None  # the limit to go back to after a refresh
         self._probe: _Probe | None = None  # a latency probe not yet judged
         self._probe_wait = 1  # windows between probes: doubled by each probe undone
+        self._step: _Step | None = None  # the last slow-start step, judged before the next
         self.knee: Knee | None = None  # the last fit
         self._ok: defaultdict[int, int] = defaultdict(int)
         self._bad: defaultdict[int, int] = defaultdict(int)
@@ -299,6 +313,11 @@ class ConcurrencyController:
             # The middle of the k the answers allow: the best fit alone undercut (k = 1-2 on
             # 2 workers in 30 of 40 model runs: only answers sent below k tell k from k - 1).
             middle = round((knee.k + knee.high) / 2)
+            # The first cut after a held slow-start step stops at its base while the knee
+            # allows k there: from 8 the middle often landed on 3 on 4 workers, from 16 on 4.
+            last = self._step
+            if self.ceiling is None and last is not None and last.base <= knee.high:
+                middle = max(middle, last.base)
             self.limit = max(1, self.limit // 4, min(self.limit - 1, middle))
             # what answers sent between the new limit and the old one took: the cut's yardstick
             self._cut = _Cut(before, [y for _, x, y in self._fit if self.limit < x <= before])
@@ -316,6 +335,8 @@ class ConcurrencyController:
                 # reach twice the initial limit, nothing above a known ceiling.
                 blind = 2 * INITIAL_LIMIT if self.ceiling is None else self.ceiling
                 target = min(target, max(self.limit, blind))
+            if target > self.limit and self.ceiling is None and not self._step_borne_out():
+                return False  # slow start waits for its last step's own answers
             if target > self.limit:
                 # No ceiling known yet: double (slow start); else a quarter at a time.
                 step = self.limit if self.ceiling is None else max(1, self.limit // 4)
@@ -323,6 +344,8 @@ class ConcurrencyController:
                     at_429 = self._ceiling_429 is not None and self.limit >= self._ceiling_429
                     if at_429 and not self._probe_affordable():
                         return False
+                    if self._probe is not None:
+                        return False  # the last probe is not judged yet
                     # A latency ceiling the answers now rule out (no queue below the limit)
                     # is probed sooner; a 429's ceiling is not a matter of latency.
                     ruled_out = not at_429 and knee is not None and knee.low >= self.limit
@@ -348,6 +371,8 @@ class ConcurrencyController:
                     self.ceiling += 1
                 elif self.ceiling is not None:
                     step = min(step, self.ceiling - self.limit)
+                if self.ceiling is None:
+                    self._step = _Step(self._answers, self.limit)
                 self.limit = min(target, self.limit + step)
             elif target < self.limit:
                 self.limit = max(1, target)
@@ -415,14 +440,45 @@ class ConcurrencyController:
         after = [y for seq, x, y in self._fit if seq > p.seq and x > p.base]
         if len(after) < _JUDGE_PROBE:
             return False
+        slower = _slower(after, p.before)
+        more = self._fit.maxlen or _FIT_WINDOW  # the most the window holds
+        if len(after) < more and _PROBE_CLEAR[0] < slower <= _PROBE_CLEAR[1]:
+            return False  # too close to call on 24: judge on a full window
+        # Why a second look: on 24 answers against 32, sigma 0.5, a probe to k on k workers
+        # was undone ~24 % of the time, and each undone one doubles the wait; on 1,300-request
+        # runs a cut to k - 1 then stayed there (L 2 s / K 4: 3 in flight for 400 s).
         self._probe = None
-        if _slower(after, p.before) <= _PROBE_KEPT:
+        if slower <= _PROBE_KEPT:
             self._probe_wait = 1
             return False
         self.limit = self.ceiling = p.base
         self._probe_wait = min(_PROBE_BACKOFF, 2 * self._probe_wait)
         self._at_limit = 0
         return True
+
+    def _step_borne_out(self) -> bool:
+        """May slow start step again? Only once ``_MIN_EVERY`` answers sent above the last
+        step's base are back and they are no more than ``_CALM`` x slower than those sent at
+        or below it.
+
+        Why: the knee needs 12 answers and a spread to show a queue; until then "no queue
+        shown" read as calm, and the second doubling went 8 -> 16 on a server of 4 workers
+        (matrix L 2 s / K 4: 16 in flight for 10 s, loaded latency 1.28-1.33 x). The step's
+        own answers show a queue sooner: sent at 5-8 on 4 workers they take 1.25-2 x.
+        Controller model, 40 runs of 130 requests: runs reaching 16 in flight on 4 workers at
+        2 s 37 -> 9, loaded latency median 1.26 -> 1.14 x (L 1 s / K 4: 1.25 -> 1.20 x); on 16
+        workers the limit reaches 14 at 6.75 s instead of 6.45 s (median wall 1.286 x either
+        way). Why "held", not "taken back to the base": 4 answers against 4-8 cannot tell a
+        queue from noise (a third of steps on a server that never queues look 15 % slower),
+        and back at the base with a ceiling the ramp would go on one probe at a time."""
+        r = self._step
+        if r is None or self.limit <= r.base:
+            return True  # no step, or it was taken back
+        before = [y for _, x, y in self._fit if x <= r.base]
+        after = [y for seq, x, y in self._fit if seq > r.seq and x > r.base]
+        if len(before) < _MIN_EVERY or len(after) >= 2 * self.limit:
+            return True  # the fit has the step's answers now: it decides
+        return len(after) >= _MIN_EVERY and _slower(after, before) <= _CALM
 
     @property
     def settled(self) -> int:

@@ -58,6 +58,7 @@ class SimulatorConfig:
     html_404: bool = False  # a proxy's HTML 404 page instead of every answer
     trickle_s_per_byte: float = 0.0  # > 0: send the body one byte at a time, this far apart
     seed: int = 0  # fault RNG and synthetic tracks
+    latency_seed: int | None = None  # the lognormal stream's own (None: ``seed``), new draws
     # server capacity (capacity.py), on the requests the rate limit admitted; 0 = unlimited
     parallelism: int = 0  # at most K worked on at once, the rest queue (FIFO)
     max_concurrent: int = 0  # 429 to a request arriving while this many are in the server

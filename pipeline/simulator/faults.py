@@ -35,13 +35,13 @@ class FaultInjector:
         self._config = config
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
-        self._latency_rng = random.Random(_latency_seed(config.seed))
+        self._latency_rng = random.Random(_latency_seed(config))
 
     def reset(self) -> None:
         """Restart the random sequence, so a reset run replays the same faults."""
         with self._lock:
             self._rng = random.Random(self._config.seed)
-            self._latency_rng = random.Random(_latency_seed(self._config.seed))
+            self._latency_rng = random.Random(_latency_seed(self._config))
 
     def plan(self) -> FaultPlan:
         c = self._config
@@ -67,6 +67,8 @@ class FaultInjector:
         return FaultPlan(delay, kind)
 
 
-def _latency_seed(seed: int) -> str:
-    """A stream of its own per seed (``random.Random`` hashes a str seed deterministically)."""
+def _latency_seed(config: SimulatorConfig) -> str:
+    """A stream of its own per seed (``random.Random`` hashes a str seed deterministically);
+    ``latency_seed`` draws other latencies for the same catalog and faults."""
+    seed = config.seed if config.latency_seed is None else config.latency_seed
     return f"latency:{seed}"

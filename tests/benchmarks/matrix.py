@@ -317,6 +317,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--deadline", type=float, help="stop a run after this x its floor (default 6; quick 3)"
     )
+    p.add_argument(
+        "--latency-seed",
+        type=int,
+        help="other lognormal latency draws (same tracks): one matrix run is one draw per case",
+    )
     p.add_argument("--workdir", type=Path, help="keep run dirs here (default: a temp dir)")
     p.add_argument("--json-out", type=Path, help="also write the rows as a JSON list here")
     p.add_argument("--markdown-out", type=Path, help="also write the table as Markdown here")
@@ -330,6 +335,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown case(s) {unknown}; known: {names}")
     args.selected = [c for c in all_cases if not args.cases or c.name in args.cases]
+    if args.latency_seed is not None:
+        args.selected = [
+            replace(c, server=replace(c.server, latency_seed=args.latency_seed))
+            for c in args.selected
+        ]
     if args.cases:  # a selection keeps its greedy baseline even if its twin is not selected
         args.selected = [
             replace(c, greedy=True) if c.told_factor == 1.0 else c for c in args.selected

@@ -23,6 +23,7 @@ class Server:
     parallelism: int = 0  # K workers, the rest queue
     max_concurrent: int = 0  # 429 above this many concurrent
     block_seconds: float = 30.0
+    latency_seed: int | None = None  # other latency draws, same catalog (None: the seed's)
 
     @property
     def rate_per_s(self) -> float:
@@ -61,6 +62,7 @@ class Server:
             max_concurrent=self.max_concurrent,
             synthetic_tracks=SYNTHETIC,
             seed=SEED,
+            latency_seed=self.latency_seed,
         )
 
     def describe(self) -> str:
