@@ -128,7 +128,7 @@ _HELPED = 0.87  # a cut must make answers at least this much faster, or it is un
 _JUDGE_CUT = 6  # answers at the new limit before a latency cut is judged
 _JUDGE_PROBE = 24  # answers sent above the old limit before a latency probe is judged
 _PROBE_KEPT = 1.1  # ... kept only if they are at most this much slower than those at it
-_PROBE_CLEAR = (1.05, 1.18)  # between these after 24 answers: judged on 48 instead
+_PROBE_CLEAR = (1.05, 1.18)  # between these after 24 answers: judged on a full window
 _PROBE_BACKOFF = 8  # an undone probe doubles the wait for the next, up to this many windows
 _BLOCK_LIFT = 4  # windows at a latency ceiling after which a possible queue no longer blocks
 _REFRESH_DEPTH = 0.6  # a refresh holds this share of the limit (at least one fewer)
@@ -466,7 +466,7 @@ class ConcurrencyController:
         (matrix L 2 s / K 4: 16 in flight for 10 s, loaded latency 1.28-1.33 x). The step's
         own answers show a queue sooner: sent at 5-8 on 4 workers they take 1.25-2 x.
         Controller model, 40 runs of 130 requests: runs reaching 16 in flight on 4 workers at
-        2 s 37 -> 9, loaded latency median 1.26 -> 1.14 x (L 1 s / K 4: 1.25 -> 1.20 x); on 16
+        2 s 37 -> 9, loaded latency median 1.26 -> 1.14 x (L 1 s / K 4: 1.25 -> 1.18 x); on 16
         workers the limit reaches 14 at 6.75 s instead of 6.45 s (median wall 1.286 x either
         way). Why "held", not "taken back to the base": 4 answers against 4-8 cannot tell a
         queue from noise (a third of steps on a server that never queues look 15 % slower),
