@@ -96,7 +96,7 @@ def test_a_latency_seed_draws_other_latencies_and_nothing_else() -> None:
         return [(p.delay_s, p.kind) for p in (inj.plan() for _ in range(200))]
 
     base = plans(seed=5)
-    assert plans(seed=5, latency_seed=5) == base  # unset means the seed's own
+    assert plans(seed=5, latency_seed=5) == base  # unset is the seed's own stream
     other = plans(seed=5, latency_seed=1)
     assert [d for d, _ in other] != [d for d, _ in base]
     assert [k for _, k in other] == [k for _, k in base]

@@ -437,7 +437,7 @@ class ConcurrencyController:
         if self.limit != p.base + 1:  # cut, refreshed or probed again since: moot
             self._probe = None
             return False
-        after = [y for seq, x, y in self._fit if seq > p.seq and x > p.base]
+        after = self._sent_above(p.seq, p.base)
         if len(after) < _JUDGE_PROBE:
             return False
         slower = _slower(after, p.before)
@@ -475,10 +475,15 @@ class ConcurrencyController:
         if r is None or self.limit <= r.base:
             return True  # no step, or it was taken back
         before = [y for _, x, y in self._fit if x <= r.base]
-        after = [y for seq, x, y in self._fit if seq > r.seq and x > r.base]
+        after = self._sent_above(r.seq, r.base)
         if len(before) < _MIN_EVERY or len(after) >= 2 * self.limit:
             return True  # the fit has the step's answers now: it decides
         return len(after) >= _MIN_EVERY and _slower(after, before) <= _CALM
+
+    def _sent_above(self, since: int, base: int) -> list[float]:
+        """ln latency of the window's answers after answer ``since`` that were sent at more
+        than ``base`` in flight: what a probe or a slow-start step above ``base`` is judged on."""
+        return [y for seq, x, y in self._fit if seq > since and x > base]
 
     @property
     def settled(self) -> int:
