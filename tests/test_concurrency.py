@@ -495,6 +495,50 @@ def test_slow_start_waits_for_its_last_steps_own_answers() -> None:
     assert calm.limit == 15  # the need: ceil(5/s x 1.75 s x 1.5) + 2
 
 
+# The matrix's L 2 s / K 4 case (default draw, git e6959a1): every answer of its first 60 s,
+# as (in flight at send, latency s), in the order they came back. Its first answers were
+# lucky-fast and those at 4 slow, so the cut from 8 went to 2; the probe to 3 then came back
+# 1.13 x slower than the 12 lucky answers at 2 and was undone, and 2 held to the end.
+_L2_K4_DRAW = [
+    (1, 1.129), (2, 1.164), (3, 1.818), (4, 1.222), (4, 3.462), (4, 2.429), (4, 3.472),
+    (5, 2.473), (4, 2.974), (7, 2.672), (8, 2.879), (6, 3.408), (8, 2.39), (8, 3.085),
+    (8, 3.27), (8, 4.353), (8, 4.09), (8, 3.922), (8, 5.013), (8, 4.14), (8, 6.092),
+    (8, 4.009), (8, 3.438), (8, 4.454), (8, 3.807), (8, 7.384), (8, 4.564), (8, 4.109),
+    (8, 5.859), (8, 4.957), (8, 6.682), (2, 2.756), (2, 1.154), (2, 1.498), (2, 2.803),
+    (2, 1.794), (2, 1.894), (2, 1.704), (2, 1.433), (2, 2.734), (2, 1.793), (2, 4.704),
+    (2, 1.196), (2, 1.061), (2, 3.575), (3, 1.319), (2, 2.074), (3, 2.175), (3, 1.152),
+    (3, 2.788), (3, 2.226), (3, 3.925), (3, 1.121), (3, 2.422), (3, 1.416), (3, 1.711),
+    (3, 1.231), (3, 2.883), (3, 1.911), (3, 1.654), (3, 2.103), (3, 2.12), (3, 1.914),
+    (3, 1.895), (3, 3.186), (3, 1.689), (3, 2.053), (3, 1.104), (3, 2.74), (3, 3.309),
+    (3, 1.262), (3, 2.644), (3, 2.04), (3, 3.325), (3, 1.848), (3, 2.066), (3, 1.392),
+    (3, 3.28), (3, 2.867), (3, 2.016), (3, 0.977),
+]
+
+
+def test_a_probe_above_2_is_judged_against_the_queue_it_would_make() -> None:
+    """Held at 3 on 2 workers, answers take 1.5 x; on more workers, 1 x. The probe's bar was
+    1.1 x whatever the base, so noise undid a probe to 3 on 4 workers (1.13 x on 32 answers)
+    and that night took 114 s instead of ~76 (1.75 x the floor). Now the bar is a third of
+    the way (ln latency) to the slowdown a queue at the base would cause, not below 1.1 x:
+    1.14 x above 2, unchanged from 3 on. Replayed, the same answers keep 3; a probe 1.3 x
+    slower is still undone."""
+    c = ConcurrencyController(ConcurrencyRules(cap=16))
+    limits = []
+    for n, latency in _L2_K4_DRAW:
+        c.on_answer(latency, n, 5.0)
+        limits.append(c.limit)
+    assert [k for k, _ in itertools.groupby(limits)] == [4, 8, 2, 3]
+    assert c.limit == 3 and c.ceiling == 3
+    slower = ConcurrencyController(ConcurrencyRules(cap=16))
+    probe_at = None
+    for i, (n, latency) in enumerate(_L2_K4_DRAW):
+        if probe_at is None and slower.limit == 3:
+            probe_at = i
+        slower.on_answer(latency * (1.3 if probe_at is not None and n > 2 else 1.0), n, 5.0)
+    assert probe_at is not None
+    assert (slower.limit, slower.ceiling) == (2, 2)
+
+
 def test_in_the_model_slow_start_does_not_double_into_a_queue() -> None:
     """40 runs each (``controller_model``, 130 requests). Measured: on 4 workers at L 2 s, 9
     runs reached 16 in flight (before: 37), worst wall 1.34 x the floor (before: 1.34); on
