@@ -18,7 +18,7 @@ from pipeline.api.concurrency import (
 )
 from pipeline.api.limiter import RateLimiter
 from pipeline.io.report import summary_text
-from tests.benchmarks import controller_model
+from tests.benchmarks import controller_model, replay
 from tests.fakes import FakeClock, make_limiter
 
 
@@ -499,6 +499,7 @@ def test_slow_start_waits_for_its_last_steps_own_answers() -> None:
 # as (in flight at send, latency s), in the order they came back. Its first answers were
 # lucky-fast and those at 4 slow, so the cut from 8 went to 2; the probe to 3 then came back
 # 1.13 x slower than the 12 lucky answers at 2 and was undone, and 2 held to the end.
+# fmt: off
 _L2_K4_DRAW = [
     (1, 1.129), (2, 1.164), (3, 1.818), (4, 1.222), (4, 3.462), (4, 2.429), (4, 3.472),
     (5, 2.473), (4, 2.974), (7, 2.672), (8, 2.879), (6, 3.408), (8, 2.39), (8, 3.085),
@@ -513,6 +514,7 @@ _L2_K4_DRAW = [
     (3, 1.262), (3, 2.644), (3, 2.04), (3, 3.325), (3, 1.848), (3, 2.066), (3, 1.392),
     (3, 3.28), (3, 2.867), (3, 2.016), (3, 0.977),
 ]
+# fmt: on
 
 
 def test_a_probe_above_2_is_judged_against_the_queue_it_would_make() -> None:
@@ -583,3 +585,18 @@ def test_in_the_model_a_long_run_does_not_creep_back_into_the_queue() -> None:
         loaded = sorted(o.loaded_over_service for o in runs)
         assert loaded[18] <= 1.7, (latency, k, loaded)
         assert statistics.median(o.wall_over_floor for o in runs) <= 1.25, (latency, k)
+
+
+def test_a_run_is_replayed_from_its_report_timeline_alone() -> None:
+    """``tests/benchmarks/replay.py`` rebuilds each request's in-flight count at send from
+    the attempts' starts and latencies, and feeds a fresh controller in the order the answers
+    came back: it must give the run's limit changes, 429s included (the
+    model's runs record a report-shaped timeline)."""
+    for latency, k, reject in ((2.0, 4, None), (0.5, 2, None), (1.0, 64, 4), (5.0, 16, None)):
+        for seed in range(5):
+            run = controller_model.run(latency, k, seed=seed, reject_above=reject)
+            found = replay.answers([list(e) for e in run.timeline])
+            assert len(found) == len(run.timeline)
+            steps = replay.replay(found, rate_per_s=5.0, cap=16)
+            assert len(steps) >= 1
+            assert [s.after for s in steps] == [n for _, n in run.limits[1:]], (latency, k, seed)

@@ -53,6 +53,8 @@ class Outcome:
     latency_cuts: int
     limits: list[tuple[float, int]] = field(default_factory=list)
     final_limit: int = 0  # what the run saves for the next one (warm start)
+    #: every attempt as a run report's ``timeline`` has it: (start, endpoint, status, latency)
+    timeline: list[tuple[float, str, int, float]] = field(default_factory=list)
 
 
 def run(
@@ -86,6 +88,7 @@ def run(
     loaded: list[float] = []
     service: list[float] = []
     limits = [(0.0, ctl.limit)]
+    timeline: list[tuple[float, str, int, float]] = []
 
     def serve(at: float, req: Request) -> None:
         nonlocal working, seq
@@ -118,6 +121,7 @@ def run(
         while events and events[0][0] <= now:
             _, _, is_429, req = heapq.heappop(events)
             in_flight -= 1
+            timeline.append((req.sent, "tracks", 429 if is_429 else 200, now - req.sent))
             if is_429:
                 n429 += 1
                 to_send += 1  # retried
@@ -142,6 +146,7 @@ def run(
         latency_cuts=ctl.cuts - ctl.concurrency_429,
         limits=limits,
         final_limit=ctl.settled,
+        timeline=timeline,
     )
 
 
