@@ -18,7 +18,7 @@ from pipeline.api.concurrency import (
 )
 from pipeline.api.limiter import RateLimiter
 from pipeline.io.report import summary_text
-from tests.benchmarks import controller_model, replay
+from tests.benchmarks import controller_model
 from tests.fakes import FakeClock, make_limiter
 
 
@@ -585,18 +585,3 @@ def test_in_the_model_a_long_run_does_not_creep_back_into_the_queue() -> None:
         loaded = sorted(o.loaded_over_service for o in runs)
         assert loaded[18] <= 1.7, (latency, k, loaded)
         assert statistics.median(o.wall_over_floor for o in runs) <= 1.25, (latency, k)
-
-
-def test_a_run_is_replayed_from_its_report_timeline_alone() -> None:
-    """``tests/benchmarks/replay.py`` rebuilds each request's in-flight count at send from
-    the attempts' starts and latencies, and feeds a fresh controller in the order the answers
-    came back: it must give the run's limit changes, 429s included (the
-    model's runs record a report-shaped timeline)."""
-    for latency, k, reject in ((2.0, 4, None), (0.5, 2, None), (1.0, 64, 4), (5.0, 16, None)):
-        for seed in range(5):
-            run = controller_model.run(latency, k, seed=seed, reject_above=reject)
-            found = replay.answers([list(e) for e in run.timeline])
-            assert len(found) == len(run.timeline)
-            steps = replay.replay(found, rate_per_s=5.0, cap=16)
-            assert len(steps) >= 1
-            assert [s.after for s in steps] == [n for _, n in run.limits[1:]], (latency, k, seed)

@@ -12,8 +12,8 @@ to the answer, and shows the knee behind each; a changed controller can then be 
 same answers up to where its decisions part from the run's. Found this way (2026-12-04): the
 L 2 s / K 4 default draw's 1.75 x night was a probe to 3 undone by 12 lucky answers at 2.
 
-Exact while the rate stays the told one (the controller's need uses it); a report whose rate
-was cut or raised is replayed at its configured rate, and says so.
+Exact while the rate stays the one the run ended with (the controller's need uses it); a
+report whose rate was cut or raised is replayed at its last rate throughout, and says so.
 """
 
 from __future__ import annotations
@@ -94,6 +94,19 @@ def replay(
     return steps
 
 
+def fed_rate_per_s(limiter: dict[str, Any]) -> float:
+    """The rate the limiter gave the controller (``RateLimiter._rate_per_s``): the rate in
+    force or the spacing between starts, whichever is tighter; not the endpoints' own limits
+    nor the in-flight bound (``binding.py`` names each in the report's ``limits_per_min``).
+    Told 300/min that is the spacing, 0.21 s: 4.76/s, not 5 (the need rounds on it)."""
+    rates = [
+        per_min
+        for name, per_min in limiter["limits_per_min"].items()
+        if not name.startswith("endpoint ") and " in flight x " not in name
+    ]
+    return min(rates) / 60.0
+
+
 def _verdict(c: ConcurrencyController) -> str:
     k = c.knee
     if k is None:
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(args.report.read_text())
     lim = report["limiter"]
     recorded = [(round(t, 3), n) for t, n in lim["concurrency_timeline"]]
-    rate = float(lim["configured_rate"]) / 60.0
+    rate = fed_rate_per_s(lim)
     if lim.get("rate_decreases") or lim.get("rate_increases"):
         print(f"# the rate changed during this run: replayed at {rate * 60:g}/min throughout")
 
