@@ -7,21 +7,26 @@ Why: a matrix case is one run, and its report keeps only the limit's steps
 (``limiter.concurrency_timeline``). Its ``timeline`` keeps every attempt (start, endpoint,
 status, latency), which is all the controller was fed: the in-flight count each request was
 sent at is the number of attempts under way at its start (itself included). Fed in the order
-the answers came back, a fresh ``ConcurrencyController`` gives the run's limit changes again,
-to the answer, and shows the knee behind each; a changed controller can then be tried on the
-same answers up to where its decisions part from the run's. Found this way (2026-12-04): the
+the answers came back, a fresh ``ConcurrencyController`` goes through the run's limits again
+and shows the knee behind each change; a changed controller can then be tried on the same
+answers up to where its decisions part from the run's. Found this way (2026-12-04): the
 L 2 s / K 4 default draw's 1.75 x night was a probe to 3 undone by 12 lucky answers at 2.
 
 Exact while the rate stays the one the run ended with (the controller's need uses it); a
 report whose rate was cut or raised is replayed at its last rate throughout, and says so.
+The limiter holds a slot from admit to release, a little longer than an attempt's start to
+its end in the timeline: threads that admit within those microseconds of a release, or
+other processes sharing a Redis budget, can make the counts differ by one.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ class Step:
     at_s: float
     before: int
     after: int
-    verdict: str  # the knee behind it: k, the range allowed, the top count, queue shown
+    verdict: str  # the knee behind it (k, the range allowed, the top count), or the 429
 
 
 def answers(timeline: list[Any]) -> list[Answer]:
@@ -72,25 +77,30 @@ def replay(
     rate_per_s: float,
     cap: int,
     initial: int | None = None,
-    controller: ConcurrencyController | None = None,
-    on_evaluation: Any = None,
+    adaptive: bool = True,
+    on_evaluation: Callable[[Answer, ConcurrencyController], None] | None = None,
 ) -> list[Step]:
-    """Feed ``found`` to a controller as the limiter does (a clean answer may first refute a
-    blamed 429) and return its limit changes."""
-    c = controller or ConcurrencyController(ConcurrencyRules(cap=cap), initial)
+    """Feed ``found`` to a fresh controller in the order ``RateLimiter.on_response`` does (a
+    clean answer may first refute a blamed 429, then is an answer; a 429 may be blamed) and
+    return its limit changes. Not replayed: ``on_rate_429``, which the limiter calls when the
+    rate controller cuts the rate for a 429 (it drops a 429's ceiling); ``main`` warns when
+    the rate changed."""
+    c = ConcurrencyController(ConcurrencyRules(cap=cap, enabled=adaptive), initial)
     steps = []
     for a in found:
         before = c.limit
         knee_before = c.knee
         if a.status == 429:
             c.on_429(a.in_flight)
+            why = f"429 at {a.in_flight} in flight"
         else:
             c.refutes_429(a.in_flight)
             c.on_answer(a.latency_s, a.in_flight, rate_per_s)
+            why = _verdict(c)
         if on_evaluation is not None and c.knee is not knee_before:
             on_evaluation(a, c)
         if c.limit != before:
-            steps.append(Step(a.end_s, before, c.limit, _verdict(c)))
+            steps.append(Step(a.end_s, before, c.limit, why))
     return steps
 
 
@@ -122,27 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = json.loads(args.report.read_text())
     lim = report["limiter"]
-    recorded = [(round(t, 3), n) for t, n in lim["concurrency_timeline"]]
+    # The limiter notes the limit at every change it is told of, some of them to the same
+    # value (a second 429 blamed at the same limit): compare the values it went through.
+    recorded = [n for n, _ in itertools.groupby(n for _, n in lim["concurrency_timeline"])]
     rate = fed_rate_per_s(lim)
     if lim.get("rate_decreases") or lim.get("rate_increases"):
         print(f"# the rate changed during this run: replayed at {rate * 60:g}/min throughout")
 
     def show(a: Answer, c: ConcurrencyController) -> None:
-        print(f"  t={a.end_s:8.2f} limit {c.limit:3d}  {_verdict(c)}  at limit {c._at_limit}")
+        print(f"  t={a.end_s:8.2f} limit {c.limit:3d}  {_verdict(c)}")
 
     steps = replay(
         answers(report["timeline"]),
         rate_per_s=rate,
         cap=int(lim["concurrency_cap"]),
-        initial=recorded[0][1],
+        initial=recorded[0],
+        adaptive=bool(lim.get("adaptive_concurrency", True)),
         on_evaluation=show if args.evaluations else None,
     )
     for s in steps:
         print(f"t={s.at_s:8.2f} {s.before:3d} -> {s.after:3d}  {s.verdict}")
-    replayed = [recorded[0]] + [(round(s.at_s, 3), s.after) for s in steps]
-    same = [n for _, n in replayed] == [n for _, n in recorded]
-    print(f"recorded: {recorded}")
-    print("the replay gives the run's limit changes" if same else "the replay parts from the run")
+    same = [recorded[0]] + [s.after for s in steps] == recorded
+    print(f"recorded: {' -> '.join(map(str, recorded))}")
+    print("the replay goes through the run's limits" if same else "the replay parts from the run")
     return 0 if same else 1
 
 
