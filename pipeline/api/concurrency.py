@@ -51,9 +51,9 @@ Rules, evaluated every ``max(4, limit // 2)`` answers:
   limit more than 10 % slower than those sent at it undo it (above 2: 14 %, a third of the
   way to the 1.5 x a queue there would cause; above 1: 26 %; ``_probe_kept``), and the next
   probe waits twice as long (up to 8 windows); from 4.5 % below to 7 % above that bar is too
-  close to call, and the probe is judged on a full window (32) instead; no probe starts while one is
-  being judged. One request above k workers costs (k + 1) / k, which the knee cannot show
-  through the noise, so probes to k + 1 used to stay (loaded latency 1.25-1.3 x);
+  close to call, and the probe is judged on a full window (32) instead; no probe starts
+  while one is being judged. One request above k workers costs (k + 1) / k, which the knee
+  cannot show through the noise, so probes to k + 1 used to stay (loaded latency 1.25-1.3 x);
 * **a refresh before a probe**: when the anchor holds no answer sent at 60 % of the limit or
   below (it ages out), the limit dips there until 4 such answers are back, and the probe is
   decided with them (``_start_refresh``): at a steady limit the fit otherwise has no spread,
