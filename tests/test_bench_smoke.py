@@ -49,20 +49,28 @@ def test_matrix_runs_the_cli_as_a_user_would_and_prints_the_side_by_side(
 ) -> None:
     from tests.benchmarks import matrix
 
-    argv = ["--quick", "--n", "80", "--cases", "concurrency", "--workdir", str(tmp_path)]
-    assert matrix.main(argv) == 0
+    argv = ["--quick", "--n", "80", "--cases", "concurrency", "--oracle"]
+    assert matrix.main([*argv, "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(r["case"], r["client"]) for r in rows] == [
         ("concurrency", "ours"),
+        ("concurrency", "oracle"),
         ("concurrency", "greedy"),
     ]
     assert "wall/floor" in out and "ours/greedy" in out and "srv med s load" in out
-    ours, greedy = rows
+    ours, oracle, greedy = rows
     assert ours["settings"] == "defaults + --rate-limit --base-url"
     assert ours["told_per_min"] == 600  # what --quick's server admits, told as a user would
     assert ours["report_agrees"] and ours["exit_code"] == 0  # server and report count alike
     assert ours["ours_over_greedy"] == round(ours["wall_s"] / greedy["wall_s"], 3)
+    assert ours["ours_over_oracle"] == round(ours["wall_s"] / oracle["wall_s"], 3)
+    # the oracle knows the server refuses above 4: it holds 4 from the first request
+    assert oracle["settings"].endswith("adaptive_concurrency=False max_concurrency=4")
+    limiter = json.loads(Path(oracle["report_path"]).read_text())["limiter"]
+    assert not limiter["adaptive_concurrency"] and limiter["concurrency_cap"] == 4
+    assert {limit for _, limit in limiter["concurrency_timeline"]} == {4}
+    assert oracle["status_429"] == 0 and "ours_over_oracle" not in oracle
     for row in rows:
         assert row["floor_kind"] == "C*L/K"  # 0.5 s x C / K=4 binds before C/R
         assert row["server_latency_unloaded_median_s"] > 0.1  # lognormal, median 0.5 s

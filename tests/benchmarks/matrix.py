@@ -5,6 +5,7 @@
     python -m tests.benchmarks.matrix --cases slow slow-told-2x
     python -m tests.benchmarks.matrix --set max_concurrency=16   # + a tuned row beside each
     python -m tests.benchmarks.matrix --night2        # + night 2 of ours: warm, new tracks
+    python -m tests.benchmarks.matrix --sweep --oracle  # + a client that knew the server
 
 Our job is the real CLI, ``reccobeats-etl run --input .. --base-url URL --rate-limit R``, and
 nothing else: every other setting is its default (no ``RECCOBEATS_*`` variable reaches it).
@@ -27,8 +28,11 @@ Figures per row: requests vs the minimum C (``workload.min_calls``), 429s (count
 SERVER), wall vs C/R and vs the floor ``max(C/R, C x L/K)`` for latency-bound servers, peak
 in-flight requests (server-side), the server's median latency loaded (queue wait + service)
 vs unloaded (service alone), peak RSS of the run's process, and wall ours / wall greedy on the
-same server; on night 2, the ETA its ``--dry-run`` printed just before. A row marked ``*`` hit
-its deadline (``--deadline`` x floor) and was stopped with SIGTERM: its wall is a lower bound.
+same server; on night 2, the ETA its ``--dry-run`` printed just before. ``--oracle`` adds,
+on each latency-bound server, our job holding the in-flight count a client that knew R, L
+and K would pick (``controller_model.oracle_limit``, uncapped), and ours / oracle beside
+it. A row marked ``*`` hit its deadline (``--deadline`` x floor) and was stopped with
+SIGTERM: its wall is a lower bound.
 
 Mapping to production latencies: what a client must do depends on Little's law, the
 in-flight need R x L, and on K; all durations then scale together. A case (R, L, K) here
@@ -56,8 +60,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.settings import MAX_CONCURRENCY
 from pipeline.simulator import SimulatorServer
 from tests.benchmarks.common import REPO, format_table, run_child
+from tests.benchmarks.controller_model import oracle_limit
 from tests.benchmarks.servers import RUN_DATE, Case, cases
 from tests.benchmarks.workload import catalog, min_calls, synthetic_ids, workload
 
@@ -92,10 +98,17 @@ class Matrix:
         stages = 3 * case.server.unloaded_latency_s
         return self.args.deadline * case.server.floor_s(self.c_min) + stages + 15.0
 
-    def ours(self, case: Case, tuned: dict[str, Any] | None, night: int = 1) -> dict[str, Any]:
+    def ours(
+        self,
+        case: Case,
+        tuned: dict[str, Any] | None,
+        night: int = 1,
+        label: str | None = None,
+    ) -> dict[str, Any]:
         """Our job on a fresh server. Night 2: new tracks, in the state dir night 1 left (the
-        learned rate and in-flight limit: what a nightly user gets from the second night)."""
-        work = self.root / case.name / ("tuned" if tuned else "default")
+        learned rate and in-flight limit: what a nightly user gets from the second night).
+        ``label``: the row's client and run dir instead of ours / ours+set."""
+        work = self.root / case.name / (label or ("tuned" if tuned else "default"))
         if night == 1:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
@@ -117,7 +130,7 @@ class Matrix:
         report = None
         if child.get("report_path"):
             report = json.loads(Path(child["report_path"]).read_text())
-        client = ("ours+set" if tuned else "ours") + ("" if night == 1 else f" n{night}")
+        client = (label or ("ours+set" if tuned else "ours")) + ("" if night == 1 else f" n{night}")
         need = self.need if night == 1 else self.need2
         row = self.row(case, client, server, child, report, need)
         row["told_per_min"] = told
@@ -126,6 +139,20 @@ class Matrix:
             "".join(f" {k}={v}" for k, v in tuned.items()) if tuned else ""
         )
         return row
+
+    def oracle(self, case: Case) -> dict[str, Any]:
+        """Our job knowing the server in advance: a fixed in-flight count (``oracle_limit``:
+        what R x L needs, at most K, uncapped) from the first request, on the same draws.
+
+        Why: at C = 130 the floor is not reachable on every server (the lognormal mean is 13 %
+        above the median the floor uses, and the last answers' tail is a latency of a run ~5
+        latencies long), and the controller model's oracle is a model. This row shows, in
+        the same run, what part of ours / floor is learning the server and what part no
+        client can avoid."""
+        srv = case.server
+        n = oracle_limit(srv.latency_median_s, srv.k, MAX_CONCURRENCY, srv.rate_per_s)
+        fixed = {"adaptive_concurrency": False, "max_concurrency": n}
+        return self.ours(case, fixed, label="oracle")
 
     def greedy(self, case: Case) -> dict[str, Any]:
         work = self.root / case.name / "greedy"
@@ -212,13 +239,18 @@ class Matrix:
         return row
 
     def ratios(self) -> None:
-        """ours / greedy wall on the same server (greedy ran once per distinct server)."""
+        """ours / greedy wall on the same server (greedy ran once per distinct server), and
+        ours / oracle on the same case (same tracks: night 1 only)."""
         greedy = {r["server"]: r for r in self.rows if r["client"] == "greedy"}
+        oracle = {r["case"]: r for r in self.rows if r["client"] == "oracle"}
         for r in self.rows:
-            g = greedy.get(r["server"])
-            first_night = not r["client"].endswith(" n2")  # night 2 has other tracks
-            if r["client"] != "greedy" and first_night and g and g["wall_s"] and not r.get("error"):
+            if r["client"] in ("greedy", "oracle") or r["client"].endswith(" n2") or r.get("error"):
+                continue  # night 2 has other tracks
+            g, o = greedy.get(r["server"]), oracle.get(r["case"])
+            if g and g["wall_s"]:
                 r["ours_over_greedy"] = round(r["wall_s"] / g["wall_s"], 3)
+            if o and o["wall_s"] and not o.get("error"):
+                r["ours_over_oracle"] = round(r["wall_s"] / o["wall_s"], 3)
 
 
 def dry_run_eta(argv: list[str]) -> float | None:
@@ -260,6 +292,7 @@ COLUMNS = (
     ("peak_rss_mb", "RSS MB", "{:.0f}"),
     ("dry_run_eta_s", "ETA s", "{:.1f}"),
     ("ours_over_greedy", "ours/greedy", "{:.2f}"),
+    ("ours_over_oracle", "ours/oracle", "{:.2f}"),
 )
 
 
@@ -308,6 +341,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true", help="add the L x K latency sweep")
     p.add_argument("--n", type=int, help="distinct tracks (default 2000; quick 1000)")
     p.add_argument("--no-greedy", dest="greedy", action="store_false")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="+ on each latency-bound server told its rate, our job holding a fixed in-flight "
+        "count chosen knowing R, L and K: what any client could reach",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--night2",
@@ -369,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                 m.emit(m.ours(case, args.tuned))
                 if args.night2:
                     m.emit(m.ours(case, args.tuned, night=2))
+            if args.oracle and case.server.latency_median_s and case.told_factor == 1.0:
+                m.emit(m.oracle(case))
             if args.greedy and case.greedy:
                 m.emit(m.greedy(case))
         m.ratios()
