@@ -79,9 +79,11 @@ bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
 
 # the job as a user runs it (defaults + --rate-limit) vs the greedy client; QUICK=1: ~3-6 min;
-# NIGHT2=1: + a second night of ours per case (new tracks, the state the first night left)
+# NIGHT2=1: + a second night of ours per case (new tracks, the state the first night left);
+# ORACLE=1: + a client that knew the server; DRAWS=N: each latency case on N latency draws
 bench-matrix: $(STAMP)
-	$(PY) -m tests.benchmarks.matrix $(if $(QUICK),--quick) $(if $(NIGHT2),--night2)
+	$(PY) -m tests.benchmarks.matrix $(if $(QUICK),--quick) $(if $(NIGHT2),--night2) \
+		$(if $(ORACLE),--oracle) $(if $(DRAWS),--draws $(DRAWS))
 
 clean:
 	rm -rf $(VENV) .venv-airflow data/state data/output data/demo

@@ -96,3 +96,30 @@ def test_matrix_night2_runs_new_tracks_from_the_state_night_1_left(
     second = json.loads(Path(night2["report_path"]).read_text())["limiter"]
     # night 2 starts where night 1 ended (learned_rate.json), not at the initial 4
     assert second["concurrency_timeline"][0][1] == first["concurrency_limit"] != 4
+
+
+def test_matrix_draws_repeat_only_latency_bound_cases_and_summarise_each() -> None:
+    from tests.benchmarks import matrix
+
+    args = matrix.parse_args(["--sweep", "--cases", "budget", "L2-K4", "--draws", "3"])
+    budget, l2k4 = args.selected
+    assert matrix.draws(budget, args) == [budget]  # 20-40 ms jitter: one run says it
+    seeds = [c.server.latency_seed for c in matrix.draws(l2k4, args)]
+    assert seeds == [None, 1, 2]  # the default draw first, so one-draw figures stay in it
+    argv = ["--sweep", "--cases", "L2-K4", "--draws", "2", "--latency-seed", "5"]
+    seeded = matrix.parse_args(argv)
+    assert [c.server.latency_seed for c in matrix.draws(seeded.selected[0], seeded)] == [5, 6]
+
+    def row(client: str, wall: float, load: float, **extra: float) -> dict:
+        fields = {"wall_over_floor": wall, "loaded_over_unloaded": load, "status_429": 1}
+        return {"case": "L2-K4", "client": client, **fields, **extra}
+
+    rows = [row("ours", 1.2, 1.1, ours_over_oracle=1.0), row("oracle", 1.2, 1.0)]
+    rows += [row("ours", 1.5, 1.3, ours_over_oracle=1.2), row("oracle", 1.25, 1.0)]
+    rows += [row("ours", 1.3, 1.2, ours_over_oracle=1.1), row("oracle", 1.3, 1.0)]
+    table = [[c.strip() for c in ln.split("|")] for ln in matrix.summary(rows).splitlines()]
+    by_client = {cells[1]: cells for cells in table[2:]}
+    ours = ["3", "1.30 (1.20-1.50)", "1.20 (1.10-1.30)", "3", "1.10 (1.00-1.20)", "-"]
+    assert by_client["ours"][2:] == ours  # draws, wall, load, 429s summed, ours/oracle, greedy
+    assert by_client["oracle"][3] == "1.25 (1.20-1.30)"
+    assert matrix.summary(rows[:2]) == ""  # one draw: nothing to summarise

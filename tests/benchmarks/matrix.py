@@ -52,6 +52,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,11 @@ class Matrix:
         self.input2 = nxt.write(root / "inputs" / f"n{args.n}-night2.parquet")
         self.need2 = min_calls(nxt.rows)
         self.rows: list[dict[str, Any]] = []
+        self.draw: int | None = None  # --draws: the latency seed of the runs now going
+
+    def work(self, case: Case, client: str) -> Path:
+        draw = "" if self.draw is None else f"-draw{self.draw}"
+        return self.root / f"{case.name}{draw}" / client
 
     def emit(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -108,7 +114,7 @@ class Matrix:
         """Our job on a fresh server. Night 2: new tracks, in the state dir night 1 left (the
         learned rate and in-flight limit: what a nightly user gets from the second night).
         ``label``: the row's client and run dir instead of ours / ours+set."""
-        work = self.root / case.name / (label or ("tuned" if tuned else "default"))
+        work = self.work(case, label or ("tuned" if tuned else "default"))
         if night == 1:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
@@ -155,7 +161,7 @@ class Matrix:
         return self.ours(case, fixed, label="oracle")
 
     def greedy(self, case: Case) -> dict[str, Any]:
-        work = self.root / case.name / "greedy"
+        work = self.work(case, "greedy")
         with SimulatorServer(case.server.config()) as sim:
             spec = {
                 "kind": "greedy",
@@ -224,6 +230,8 @@ class Matrix:
             "finished": finished,
             "timed_out": bool(child.get("timed_out")),
         }
+        if self.draw is not None:
+            row["draw"] = self.draw
         if child.get("error"):  # crashed: no figure of it means anything
             row["error"] = child["error"]
             row["wall_over_c_r"] = row["wall_over_floor"] = None
@@ -241,16 +249,28 @@ class Matrix:
     def ratios(self) -> None:
         """ours / greedy wall on the same server (greedy ran once per distinct server), and
         ours / oracle on the same case (same tracks: night 1 only)."""
-        greedy = {r["server"]: r for r in self.rows if r["client"] == "greedy"}
-        oracle = {r["case"]: r for r in self.rows if r["client"] == "oracle"}
+        greedy = {(r["server"], r.get("draw")): r for r in self.rows if r["client"] == "greedy"}
+        oracle = {(r["case"], r.get("draw")): r for r in self.rows if r["client"] == "oracle"}
         for r in self.rows:
             if r["client"] in ("greedy", "oracle") or r["client"].endswith(" n2") or r.get("error"):
                 continue  # night 2 has other tracks
-            g, o = greedy.get(r["server"]), oracle.get(r["case"])
+            g = greedy.get((r["server"], r.get("draw")))
+            o = oracle.get((r["case"], r.get("draw")))
             if g and g["wall_s"]:
                 r["ours_over_greedy"] = round(r["wall_s"] / g["wall_s"], 3)
             if o and o["wall_s"] and not o.get("error"):
                 r["ours_over_oracle"] = round(r["wall_s"] / o["wall_s"], 3)
+
+
+def draws(case: Case, args: argparse.Namespace) -> list[Case]:
+    """The case on each of ``--draws`` latency draws: the one given (``--latency-seed``, or
+    the catalog seed's), then the next seeds. A server without lognormal latency runs once:
+    its 20-40 ms jitter does not move a rate-bound run."""
+    if args.draws < 2 or not case.server.latency_median_s:
+        return [case]
+    first = case.server.latency_seed
+    seeds = [first] + [(first or 0) + i for i in range(1, args.draws)]
+    return [replace(case, server=replace(case.server, latency_seed=s)) for s in seeds]
 
 
 def dry_run_eta(argv: list[str]) -> float | None:
@@ -298,6 +318,56 @@ COLUMNS = (
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return format_table(rows, COLUMNS, markdown=markdown)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Per case and client over ``--draws``: median (lowest-highest) of the ratios, because
+    one draw of lognormal latencies is one sample: the same case took 1.18 and 1.41 x the
+    floor on two nights of one run (2026-12-04)."""
+
+    def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+        if not values:
+            return "-"
+        mid = fmt.format(statistics.median(values))
+        return f"{mid} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["case"], r["client"]), []).append(r)
+    out = []
+    for (case, client), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        ok = [r for r in rs if not r.get("error")]
+        out.append(
+            {
+                "case": case,
+                "client": client,
+                "draws": len(rs),
+                "wall_over_floor": spread([r["wall_over_floor"] for r in ok]),
+                "loaded_over_unloaded": spread(
+                    [r["loaded_over_unloaded"] for r in ok if r["loaded_over_unloaded"]]
+                ),
+                "status_429": sum(r["status_429"] for r in rs),
+                "ours_over_oracle": spread(
+                    [r["ours_over_oracle"] for r in ok if "ours_over_oracle" in r]
+                ),
+                "ours_over_greedy": spread(
+                    [r["ours_over_greedy"] for r in ok if "ours_over_greedy" in r]
+                ),
+            }
+        )
+    columns = (
+        ("case", "case", "{}"),
+        ("client", "client", "{}"),
+        ("draws", "draws", "{}"),
+        ("wall_over_floor", "wall/floor med (range)", "{}"),
+        ("loaded_over_unloaded", "load/idle med (range)", "{}"),
+        ("status_429", "429 total", "{}"),
+        ("ours_over_oracle", "ours/oracle med (range)", "{}"),
+        ("ours_over_greedy", "ours/greedy med (range)", "{}"),
+    )
+    return format_table(out, columns) if out else ""
 
 
 def servers_legend(rows: list[dict[str, Any]]) -> str:
@@ -361,6 +431,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="other lognormal latency draws (same tracks): one matrix run is one draw per case",
     )
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="run each latency-bound case on this many latency draws (the default or "
+        "--latency-seed, then the next seeds) and print the median and range per case",
+    )
     p.add_argument("--workdir", type=Path, help="keep run dirs here (default: a temp dir)")
     p.add_argument("--json-out", type=Path, help="also write the rows as a JSON list here")
     p.add_argument("--markdown-out", type=Path, help="also write the table as Markdown here")
@@ -400,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         m = Matrix(args, root)
         print(f"# {git_state()}; n={args.n} C={m.c_min} {m.need}", flush=True)
-        for case in args.selected:
+        for case in (d for c in args.selected for d in draws(c, args)):
+            m.draw = case.server.latency_seed if args.draws > 1 else None
             m.emit(m.ours(case, None))
             if args.night2:
                 m.emit(m.ours(case, None, night=2))
@@ -417,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row, sort_keys=True))
         print()
         print(table(m.rows))
+        if args.draws > 1:
+            print(f"\nover {args.draws} latency draws:\n" + summary(m.rows))
         print("\nservers:\n" + servers_legend(m.rows))
         print("* = stopped at its deadline (wall is a lower bound); ! = the run crashed (error)")
         print(f"\nmatrix wall: {time.monotonic() - t0:.0f}s", flush=True)
