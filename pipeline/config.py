@@ -59,7 +59,7 @@ def stage_config(settings: Settings) -> StageConfig:
     return _same_named(
         StageConfig,
         settings,
-        pool_size=settings.max_concurrency,
+        pool_size=settings.max_concurrency + 2,  # 2 ready behind the cap too (runner._room)
         rows_first=settings.work_order == "rows_first",
     )
 

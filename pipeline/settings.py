@@ -208,7 +208,12 @@ class Settings(BaseSettings):
     seed_chunk_concurrency: int | None = Field(
         default=None, ge=1, description="cap on recommendation chunks in progress (none)"
     )
-    seed_stagger_s: float = Field(default=0.2, ge=0)
+    seed_stagger_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="extra wait of index x this before a playlist's seed chunk, on top of the "
+        "limiter's spacing (0: the limiter alone spaces them)",
+    )
     recommendation_size: int = Field(default=20, ge=1, le=API_MAX_RECOMMENDATION_SIZE)
 
     # -- budgets (backfills that span nights) ---------------------------------------------

@@ -103,13 +103,32 @@ def test_downstream_starts_while_upstream_is_still_in_flight(tmp_path: Path) -> 
 
 
 def test_ready_downstream_chunks_go_first(tmp_path: Path) -> None:
-    order: list[str] = []
-    up = ListWork([0, 1, 2], lambda n: order.append(f"up{n}") or n, "up")
-    down = ListWork([], lambda n: order.append(f"down{n}") or n, "down")
+    """Whenever the runner takes an upstream chunk, downstream has none ready: a free place
+    goes to finishing rows, not to starting new ones (the room here: 1 in flight + 2)."""
+    taken: list[str] = []
+    up = ListWork(list(range(8)), lambda n: n, "up")
+    down = ListWork([], lambda n: n, "down")
     up.listeners.append(lambda chunk: down.queue.append(chunk))
+    take_up, take_down = up.take, down.take
+
+    def up_take() -> int | None:
+        chunk = take_up()
+        if chunk is not None:
+            taken.append(f"up{chunk}" + (" with down ready" if down.queue else ""))
+        return chunk
+
+    def down_take() -> int | None:
+        chunk = take_down()
+        if chunk is not None:
+            taken.append(f"down{chunk}")
+        return chunk
+
+    up.take, down.take = up_take, down_take  # type: ignore[method-assign]
     with stage_context(job_settings(tmp_path, API, max_concurrency=1), tmp_path / "s") as ctx:
         run_stages([down, up], ctx)
-    assert order == ["up0", "down0", "up1", "down1", "up2", "down2"]
+    assert sorted(taken) == sorted([f"up{n}" for n in range(8)] + [f"down{n}" for n in range(8)])
+    assert taken[:3] == ["up0", "up1", "up2"]  # nothing downstream yet: the room fills up
+    assert [t for t in taken if t.endswith("with down ready")] == []
 
 
 def test_a_set_stop_event_starts_no_new_chunk_and_raises_cancelled(tmp_path: Path) -> None:
@@ -193,10 +212,10 @@ def test_an_answer_is_journaled_on_disk_before_the_caller_records_it(tmp_path: P
     assert on_disk_at_record == {n: {sid(n)} for n in range(6)}
 
 
-def test_chunks_started_follow_the_in_flight_limit_not_the_pool(tmp_path: Path) -> None:
-    """The pool is sized to the cap (16) but only the limit in force (4 at the start) plus
-    2 ready ones are started: 16 threads queued on the limiter woke each other on every
-    answer and starved the ones saving answers (a kill then lost 4-11 answered chunks)."""
+def _queued_after_starts(tmp_path: Path, starts: int, **settings: object) -> tuple[int, int]:
+    """Hold every job; once ``starts`` have started (the runner takes a chunk before it
+    submits it, and takes no more than its room), how many of 20 are still queued, and the
+    stage pool's size. All 20 must land once released."""
     started = threading.Semaphore(0)
     gate = threading.Event()
 
@@ -206,14 +225,31 @@ def test_chunks_started_follow_the_in_flight_limit_not_the_pool(tmp_path: Path) 
         return n
 
     work = ListWork(list(range(20)), job)
-    with stage_context(job_settings(tmp_path, API, max_concurrency=16), tmp_path / "s") as ctx:
-        assert ctx.config.pool_size == 16
+    with stage_context(job_settings(tmp_path, API, **settings), tmp_path / "s") as ctx:
         runner = threading.Thread(target=run_stages, args=([work], ctx))
         runner.start()
-        for _ in range(6):
+        for _ in range(starts):
             assert started.acquire(timeout=10)
-        queued_while_blocked = len(work.queue)
+        queued = len(work.queue)
         gate.set()
         runner.join(timeout=10)
-    assert queued_while_blocked == 20 - (INITIAL_LIMIT + 2)
+        pool = ctx.config.pool_size
     assert sorted(c for c, _, _ in work.recorded) == list(range(20))
+    return queued, pool
+
+
+def test_chunks_started_follow_the_in_flight_limit_not_the_pool(tmp_path: Path) -> None:
+    """The pool is sized to the cap (16) + 2 but only the limit in force (4 at the start)
+    plus 2 ready ones are started: 16 threads queued on the limiter woke each other on every
+    answer and starved the ones saving answers (a kill then lost 4-11 answered chunks)."""
+    queued, pool = _queued_after_starts(tmp_path, INITIAL_LIMIT + 2, max_concurrency=16)
+    assert (queued, pool) == (20 - (INITIAL_LIMIT + 2), 18)
+
+
+def test_at_the_cap_two_chunks_are_still_ready_behind_the_limit(tmp_path: Path) -> None:
+    """At the cap (here a fixed 4) 2 chunks wait on the limiter too: with the pool at the
+    cap none did, and each answer's parsing and journaling left its slot empty (held at 2
+    on 2 workers, 1 in flight a fifth of the run)."""
+    settings = {"max_concurrency": 4, "adaptive_concurrency": False}
+    queued, _ = _queued_after_starts(tmp_path, 4 + 2, **settings)
+    assert queued == 20 - (4 + 2)

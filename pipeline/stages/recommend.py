@@ -1,10 +1,13 @@
 """Stage 4: recommendations per playlist, through ``GET /v1/track/recommendation``.
 
 Seeds are a playlist's resolved tracks in input order, cut into chunks of up to 5 (the
-API's maximum), at most ``max_seed_chunks_per_playlist`` chunks per playlist. Chunks run a
-few at a time with a small stagger so a playlist's calls do not arrive as one burst; the
-limiter still decides when each may start. Answers are cached per (sorted seeds, params),
-so an identical seed set asked by two playlists or two nights within TTL costs one call.
+API's maximum), at most ``max_seed_chunks_per_playlist`` chunks per playlist. The limiter
+spaces a playlist's calls as it spaces every call (the API asks clients to avoid bursts of
+them); ``seed_stagger_s`` adds a wait of index x it before each, off by default: the wait
+held one of the chunks started, so on a server of 2 workers one slot stayed empty (a job
+holding 2 in flight took 44.4 s with 0.2 s, 39.8 s without). Answers are cached per
+(sorted seeds, params), so an identical seed set asked by two playlists or two nights
+within TTL costs one call.
 Titles, artists and durations come from the recommendation response itself: no extra
 track look-ups.
 """

@@ -94,7 +94,6 @@ def job_overrides(lim: Limit, url: str, inp: Path, work: Path, factor: float = 1
         "backoff_base_s": 1.0 * k,
         "backoff_max_s": 60.0 * k,
         "jitter_margin_s": JITTER_MARGIN_S,
-        "seed_stagger_s": 0.2 * k,
         "progress": False,
     }
 
