@@ -225,8 +225,8 @@ class Settings(BaseSettings):
     )
     work_order: Literal["rows_first", "stage_by_stage"] = Field(
         default="rows_first",
-        description="rows_first: finish started rows first (features, then recommendations, "
-        "then new IDs); stage_by_stage: every ID resolved before any feature (for comparison)",
+        description="rows_first: finish started rows first (features, then new IDs, then "
+        "recommendations); stage_by_stage: every ID resolved before any feature (for comparison)",
     )
 
     # -- state ---------------------------------------------------------------------------

@@ -79,9 +79,10 @@ def test_a_request_budget_spans_runs_with_pending_rows_never_failed(
 
 
 def _complete_after_one_budgeted_run(tmp_path: Path, url: str, order: str) -> int:
-    # Two chunks in progress at a time: which ready chunk starts next is then what decides
-    # (with a pool as large as the budget every first chunk starts at once, in either order).
-    settings = job_settings(tmp_path, url, max_requests=12, work_order=order, max_concurrency=2)
+    # One in flight and 2 ready behind it: which ready chunk starts next is then what decides
+    # (with a pool as large as the budget every first chunk starts at once, in either order;
+    # at 2 in flight, 4 chunks in progress, both orders completed 176 rows).
+    settings = job_settings(tmp_path, url, max_requests=12, work_order=order, max_concurrency=1)
     run_job(settings, RUN_DATE)
     rows = load_enriched(tmp_path / "output", date=RUN_DATE)
     return int(rows["status"].isin(COMPLETE).sum())
@@ -137,12 +138,25 @@ def test_the_time_budget_stops_new_chunks_at_the_deadline_and_ends_cleanly(
         orig_record(chunk, result)
         now[0] += 1.0
 
+    taken: list[tuple[int, float]] = []  # (chunk, fake clock when the runner took it)
+    orig_take = work.take
+
+    def take() -> int | None:
+        chunk = orig_take()
+        if chunk is not None:
+            taken.append((chunk, now[0]))
+        return chunk
+
     work.record = record  # type: ignore[method-assign]
+    work.take = take  # type: ignore[method-assign]
     settings = job_settings(tmp_path, API, max_concurrency=1)
     with stage_context(settings, tmp_path / "s") as ctx:
         ctx = type(ctx)(ctx.client, ctx.caches, ctx.config, threading.Event(), False, budget)
         run_stages([work], ctx)  # no Cancelled: a budget stop is a clean end
-    assert work.recorded == [0, 1, 2, 3, 4]
+    assert all(at < 5.0 for _, at in taken)  # nothing started at or after the deadline
+    # what started finished (1 in flight + 2 ready behind it), the rest never started
+    assert sorted(work.recorded) == sorted(c for c, _ in taken)
+    assert 5 <= len(taken) <= 5 + 2 and len(work.queue) == 20 - len(taken)
     assert budget.reached == "time_budget"
 
 

@@ -5,9 +5,10 @@ its first request, so each boundary idled the budget for about one response late
 at production latencies). Stages are now ``StageWork`` objects fed by the ones upstream: the
 features stage gets each resolve chunk's found IDs as it lands and asks them once it holds a
 full batch (or once resolve is done), and a playlist's recommendations are asked as soon as
-all of its tracks are answered. The scheduler always starts the ready chunk of the most
-downstream stage first (features, then recommendations, then resolve), which is also what
-makes rows complete first when a run is stopped early.
+all of its tracks are answered. The scheduler starts the ready chunk of the first stage in
+the order it is given (``work_order`` rows_first: features, then new IDs, then
+recommendations, since a seed call completes no track row), which is also what makes rows
+complete first when a run is stopped early.
 
 The pool bounds how many chunks are *in progress*; the limiter decides when a request may
 start. Results are handed back to the calling thread one by one, so each answer is recorded

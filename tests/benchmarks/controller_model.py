@@ -20,9 +20,10 @@ concurrency K4 1.24 x floor with 1 x 429 (1.22, 1); with the knee fit (40 seeds)
 Figures per case: median and worst wall / floor ``max(C/R, C x L/K)``, median and worst
 server latency under our load / its service time, peak in flight, 429s; and beside them the
 oracle (``oracle_limit``): a fixed in-flight count chosen knowing R, L and K, held from the
-first request, on the same draws. What it reaches is what any client could, in the model:
-the real job holding K (``matrix --oracle``) is slower, a worker idling from each answer to
-the next start (L0.5-K2: 1.37 x the floor against the model's 1.24, 2026-12-04).
+first request, on the same draws. What it reaches is what any client could. The real job
+holding K (``matrix --oracle``) agrees since ``9c0a1d4`` (L0.5-K2: 1.20-1.28 x the floor
+over four draws, the model 1.24); before it took 1.37 x, which is how a seed stagger and
+no chunk ready at the cap were found (docs/decisions.md, "Two chunks ready").
 """
 
 from __future__ import annotations
