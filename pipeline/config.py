@@ -25,8 +25,9 @@ class StageConfig:
     """What the fetch stages need: chunking, pool sizes, recommendation shape, saving cadence."""
 
     chunk_size: int
-    #: Chunks in progress at once over all stages: the limiter's concurrency cap, so the pool
-    #: never holds back a request the limiter would admit.
+    #: Chunks in progress at once over all stages: the limiter's concurrency cap plus
+    #: ``READY_BEHIND_LIMIT``, so the pool never holds back a request the limiter would admit
+    #: and a chunk is ready when an answer frees a place (``runner._room``).
     pool_size: int
     #: Optional per-stage caps on chunks in progress (None: only the pool and the limiter).
     chunk_concurrency: int | None
@@ -55,11 +56,16 @@ def _same_named(cls: type[_C], settings: Settings, **derived: object) -> _C:
     return cls(**values, **derived)
 
 
+#: Chunks the stage runner keeps started beyond the in-flight limit in force, waiting on the
+#: limiter (docs/decisions.md, "Two chunks ready").
+READY_BEHIND_LIMIT = 2
+
+
 def stage_config(settings: Settings) -> StageConfig:
     return _same_named(
         StageConfig,
         settings,
-        pool_size=settings.max_concurrency + 2,  # 2 ready behind the cap too (runner._room)
+        pool_size=settings.max_concurrency + READY_BEHIND_LIMIT,
         rows_first=settings.work_order == "rows_first",
     )
 

@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pipeline.config import READY_BEHIND_LIMIT
 from pipeline.errors import APIError, Cancelled, TransportError
 from pipeline.stages.progress import RunProgress
 
@@ -211,7 +212,7 @@ def _room(ctx: StageContext, pool_size: int) -> int:
     limiter that slot stays empty meanwhile. The pool was the cap alone, so at the cap none
     was ready: held at 2 on 2 workers (L 0.5 s) the job had 1 in flight a fifth of the time.
     """
-    return min(pool_size, ctx.client.limiter.concurrency_limit + 2)
+    return min(pool_size, ctx.client.limiter.concurrency_limit + READY_BEHIND_LIMIT)
 
 
 def _run_and_save(work: StageWork[T, R], chunk: T, cadence: SaveCadence) -> R:

@@ -150,11 +150,11 @@ class Matrix:
         """Our job knowing the server in advance: a fixed in-flight count (``oracle_limit``:
         what R x L needs, at most K, uncapped) from the first request, on the same draws.
 
-        Why: at C = 130 the floor is not reachable on every server (the lognormal mean is 13 %
-        above the median the floor uses, and the last answers' tail is a latency of a run ~5
-        latencies long), and the controller model's oracle is a model. This row shows, in
-        the same run, what part of ours / floor is learning the server and what part no
-        client can avoid."""
+        Why: at C = 130 the floor is not reachable on every server (at L = 5 s the last
+        answers' tail is a latency of a run ~5 latencies long), and the controller model's
+        oracle is a model. This row shows, in the same run, what part of ours / floor is
+        learning the server and what part no client can avoid; it also found two places the
+        runner left a slot empty (docs/decisions.md, "Two chunks ready")."""
         srv = case.server
         n = oracle_limit(srv.latency_median_s, srv.k, MAX_CONCURRENCY, srv.rate_per_s)
         fixed = {"adaptive_concurrency": False, "max_concurrency": n}
@@ -325,11 +325,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     one draw of lognormal latencies is one sample: the same case took 1.18 and 1.41 x the
     floor on two nights of one run (2026-12-04)."""
 
-    def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    def spread(values: list[float]) -> str:
         if not values:
             return "-"
-        mid = fmt.format(statistics.median(values))
-        return f"{mid} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
