@@ -176,3 +176,59 @@ def test_dry_run_predicts_the_runs_a_budget_needs_and_the_calls_once_hit_rates_a
     measured = _total(simulator) - before
     predicted = sum(plan["calls_expected"].values())
     assert abs(predicted - measured) <= 0.10 * measured
+
+
+def test_requests_on_the_wire_at_the_time_budget_finish_and_are_kept(tmp_path: Path) -> None:
+    """The deadline stops new chunks, not the answers already coming: every request the
+    server answered is recorded (the docs promise it, and each one was charged to the
+    API's limit). A 1 s answer against a 0.3 s budget: the first chunks are on the wire when
+    the deadline passes."""
+    from pipeline.simulator import SimulatorConfig
+
+    with SimulatorServer(SimulatorConfig(latency_s=1.0, latency_jitter_s=0.0)) as sim:
+        settings = job_settings(tmp_path, sim.url, time_budget=0.3)
+        result = run_job(settings, RUN_DATE)
+        served = _total(sim)
+    report = result.figures
+    assert report["budget"]["reached"] == "time_budget"
+    by_endpoint = report["requests"]["by_endpoint"]
+    answered = sum(int(v.get("successes", 0)) for v in by_endpoint.values())
+    assert served >= 1
+    assert answered == served  # nothing the server answered was cut off and thrown away
+    rows = load_enriched(settings.output_dir, RUN_DATE)
+    assert (rows["reccobeats_id"].notna()).any()  # the answers made it into the output
+
+
+def test_a_signal_after_the_request_budget_is_reached_still_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    """Reaching ``max_requests`` is a clean end, but a SIGTERM (or a lost shared budget)
+    while the last chunks finish is not: it must reach the caller as ``Cancelled`` (exit
+    130 / 6), not be published as a budget stop (exit 10)."""
+    from pipeline.errors import Cancelled
+    from pipeline.stop import StopSignal
+
+    stop = StopSignal()
+    work = _Chunks(5, itertools.count())
+    refused = threading.Event()
+
+    class Watched(RunBudget):
+        def allows_start(self) -> bool:
+            allowed = super().allows_start()
+            if not allowed:
+                refused.set()
+            return allowed
+
+    def run(chunk: int) -> int:
+        assert refused.wait(timeout=30)  # the budget is reached while this chunk runs ...
+        stop.set()  # ... and then the signal arrives
+        raise Cancelled("stopped with a request in flight")
+
+    work.run = run  # type: ignore[method-assign]
+    budget = Watched(max_requests=1, time_budget_s=None, spent=lambda: 0)
+    settings = job_settings(tmp_path, API, max_concurrency=1)
+    with stage_context(settings, tmp_path / "s") as ctx:
+        ctx = type(ctx)(ctx.client, ctx.caches, ctx.config, stop, False, budget)
+        with pytest.raises(Cancelled):
+            run_stages([work], ctx)
+    assert budget.reached == "max_requests"

@@ -55,3 +55,18 @@ def test_signal_sets_the_stop_and_handlers_are_restored() -> None:
         signal.raise_signal(signal.SIGTERM)
         assert stop.is_set()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_drain_ends_waits_without_aborting_and_a_later_stop_aborts() -> None:
+    from pipeline.stop import aborts, drain
+
+    stop = StopSignal()
+    woken: list[str] = []
+    stop.on_set(lambda: woken.append("w"))
+    drain(stop)
+    assert stop.is_set() and stop.wait(0) and not aborts(stop)  # waits end, wire finishes
+    stop.set()  # a signal after the time budget's end
+    assert aborts(stop) and woken == ["w", "w"]
+    plain = threading.Event()
+    drain(plain)
+    assert aborts(plain)  # a plain Event has no drain: it can only stop

@@ -32,6 +32,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from pipeline.stop import aborts
+
 _current = threading.local()  # the calling thread's Exchange while it sends a request
 
 
@@ -157,7 +159,7 @@ class InFlight:
     def _sweep(self) -> float:
         """Shut down what is expired (or everything, once stopped); the next wait."""
         now = self._clock()
-        stopping = self.stop.is_set()
+        stopping = aborts(self.stop)  # a drain (time budget) lets them finish
         wait = self.deadline_s
         with self._lock:
             for ex in self._live:

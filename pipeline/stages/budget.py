@@ -3,8 +3,10 @@
 Why the stages own it (not the limiter): a budget decides which *chunk* starts, and a chunk
 that never starts leaves its IDs cleanly ``pending`` for the next run, while a request cut off
 in the middle of a chunk wastes the calls the chunk already made. The runner asks
-``allows_start`` before each chunk; at the deadline it sets the run's stop signal so every
-wait (window, cool-down, stagger) ends at once and only requests already on the wire finish.
+``allows_start`` before each chunk; at the deadline it drains the run's stop signal
+(``StopSignal.drain``): every wait (window, cool-down, stagger) ends at once, and the
+requests already on the wire finish and are kept (until session 27 the deadline set the stop
+itself, which also abandoned them: charged to the API's limit, their IDs left pending).
 
 Requests are HTTP attempts (retries included), counted by the run's metrics, so the figure
 matches what the server sees. A chunk normally costs one request; a chunk that needs more
@@ -90,7 +92,7 @@ class RunBudget:
         self.reached = None
 
     def expire(self) -> None:
-        """The deadline passed while chunks were waiting (the runner then sets the stop)."""
+        """The deadline passed while chunks were waiting (the runner then drains the stop)."""
         if self.reached is None:
             self.reached = "time_budget"
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pipeline.config import READY_BEHIND_LIMIT
 from pipeline.errors import APIError, Cancelled, TransportError
 from pipeline.stages.progress import RunProgress
+from pipeline.stop import aborts, drain
 
 if TYPE_CHECKING:
     from pipeline.stages.context import StageContext
@@ -151,10 +152,10 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
             while pending:
                 left = budget.seconds_left() if budget and not stop.is_set() else None
                 finished, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
-                if not finished:  # the time budget ran out: every wait ends now
-                    assert budget is not None
+                if not finished:  # the time budget ran out: every wait ends now,
+                    assert budget is not None  # the requests on the wire finish
                     budget.expire()
-                    stop.set()
+                    drain(stop)
                     continue
                 for fut in finished:
                     work, chunk = pending.pop(fut)
@@ -190,10 +191,13 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
         raise failure
     if unreachable:
         return  # nothing answered: the caller says so (NothingFetchedError), publishes nothing
-    if budget is not None and budget.reached is not None:
+    # A budget stop is a clean end (the caller publishes what it has), unless a real stop
+    # (a signal, a lost shared budget) came too: that one is raised, as without a budget.
+    by_budget = not aborts(stop) and (cancelled is None or type(cancelled) is Cancelled)
+    if budget is not None and budget.reached is not None and by_budget:
         if all(w.done for w in works) and cancelled is None:
             budget.clear()  # the budget ran out exactly with the work
-        return  # a budget stop is a clean end: the caller publishes what it has
+        return
     if cancelled is not None:
         raise cancelled
     if stop.is_set():
