@@ -67,3 +67,13 @@ def test_atomic_write_json_roundtrip(tmp_path: Path) -> None:
     atomic_write_json({"a": 1, "when": when}, target)
     assert json.loads(target.read_text()) == {"a": 1, "when": when.isoformat()}
     assert _leftovers(tmp_path) == []
+
+
+def test_a_published_file_gets_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
+    """A temp file is created 0600 and the rename keeps that: run reports and rejects were
+    unreadable to the group sharing an output dir, while the partitions were not."""
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    atomic_write_json({"a": 1}, tmp_path / "report.json")
+    mode = (tmp_path / "report.json").stat().st_mode & 0o777
+    assert mode == plain.stat().st_mode & 0o777  # 0644 under umask 022, not 0600

@@ -27,6 +27,20 @@ from typing import IO, Any
 TEMP_SUFFIX = ".tmp"
 
 
+def _process_umask() -> int:
+    """The umask, read once at import (``os.umask`` can only be read by setting it, which is
+    process-wide: doing it per write would race with other threads creating files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The mode an ``open()`` would give a new file. ``mkstemp`` creates 0600, and ``os.replace``
+#: keeps it: run reports and rejects were readable by their owner only, unlike the
+#: partitions pyarrow writes, and an analyst sharing the output dir could not read them.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:
     """Run ``write(f)`` into a temp file next to ``path``, then publish it atomically.
 
@@ -39,6 +53,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
             write(f)
             f.flush()
             os.fsync(f.fileno())
