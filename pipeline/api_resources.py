@@ -46,6 +46,16 @@ class ApiResources:
         self.stop = stop
         # Shared budget (issue 13): the limiter's state in Redis; unreachable -> exit 6 here.
         self.shared_budget = open_shared_budget(settings, stop)
+        try:
+            self._build(settings, state_dir, stop)
+        except BaseException:
+            # ``__exit__`` will not run: close the Redis connection and its heartbeat thread
+            # here, or a long-lived worker (Airflow) keeps one per failed start.
+            if self.shared_budget is not None:
+                self.shared_budget.close()
+            raise
+
+    def _build(self, settings: Settings, state_dir: Storage, stop: threading.Event) -> None:
         learned = load_learned_rate(state_dir) if settings.adaptive else None
         conc = load_learned_concurrency(state_dir) if settings.adaptive_concurrency else None
         self._last_latency_s = load_learned_latency(state_dir)  # kept if this run sees none

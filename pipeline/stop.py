@@ -34,7 +34,9 @@ class StopSignal(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self._wakers: list[Callable[[], None]] = []
-        self._wakers_lock = threading.Lock()
+        # Re-entrant: ``set()`` runs in a signal handler on the main thread, which may be
+        # inside ``on_set`` or ``set()`` itself when the signal lands (a plain Lock deadlocked).
+        self._wakers_lock = threading.RLock()
         self.draining = False  # set by ``drain``: waits end, requests on the wire finish
 
     def on_set(self, waker: Callable[[], None]) -> None:

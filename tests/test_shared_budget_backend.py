@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +200,29 @@ def test_lost_mid_run_fails_closed_and_says_so_once(
         backend.cooldown()
     assert len(lost) == 1
     assert backend.lost is lost[0]
+
+
+def test_a_run_that_fails_to_start_closes_its_shared_budget(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ApiResources`` opens Redis (and its heartbeat thread) before it reads the state dir;
+    when that read fails, ``__exit__`` never runs, so the constructor must close Redis
+    itself, or a long-lived worker (Airflow) keeps a connection and a thread per failure."""
+    import pipeline.api_resources as api_resources
+    from pipeline.clock import utc_now
+    from pipeline.errors import StateError
+    from pipeline.io.storage import open_storage
+    from tests.conftest import job_settings
+
+    def unreadable(_state_dir: object) -> float:
+        raise StateError("state dir unreadable")  # what a broken state dir raises
+
+    monkeypatch.setattr(api_resources, "load_learned_rate", unreadable)
+    settings = job_settings(tmp_path, "http://127.0.0.1:9", shared_budget=redis_url, adaptive=True)
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(StateError):
+        api_resources.ApiResources(
+            settings, open_storage(tmp_path / "state"), threading.Event(), utc_now
+        )
+    started = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert not [t.name for t in started if t.name.startswith("budget-heartbeat")]
