@@ -147,7 +147,8 @@ def test_a_set_stop_event_starts_no_new_chunk_and_raises_cancelled(tmp_path: Pat
 def test_api_errors_are_tallied_others_propagate_and_state_is_always_checkpointed(
     tmp_path: Path,
 ) -> None:
-    settings = job_settings(tmp_path, API)
+    # No journal append per chunk: only the runner's final checkpoint can save the row below.
+    settings = job_settings(tmp_path, API, checkpoint_every_chunks=1000)
 
     def job(n: int) -> int:
         if n == 1:
@@ -155,7 +156,6 @@ def test_api_errors_are_tallied_others_propagate_and_state_is_always_checkpointe
         return n
 
     with stage_context(settings, tmp_path / "state") as ctx:
-        ctx.caches.tracks.put(_one_track_row())
         work = ListWork([0, 1, 2], job)
         run_stages([work], ctx)
         assert work.failed == [1]
@@ -163,6 +163,7 @@ def test_api_errors_are_tallied_others_propagate_and_state_is_always_checkpointe
         def broken(n: int) -> int:
             raise KeyError("a bug, not an API failure")
 
+        ctx.caches.tracks.put(_one_track_row())  # put after the first run's checkpoint
         with pytest.raises(KeyError):
             run_stages([ListWork([0], broken)], ctx)
     # checkpoint_all ran at the end even though the stage raised: a fresh load sees the row
