@@ -110,3 +110,25 @@ def test_a_chunk_that_keeps_failing_is_tallied_and_its_ids_stay_unknown(
     assert sorted(out.failed) == sorted(ids)
     assert out.errors
     assert known.empty
+
+
+@responses.activate
+def test_a_failed_chunk_still_tells_listeners_the_mappings_the_registry_keeps(
+    tmp_path: Path,
+) -> None:
+    """An ID the registry maps, re-asked because its track metadata is stale, whose chunk
+    then fails: the registry keeps its mapping and publish plans recommendations with it,
+    so the recommendations stage must hear it too (told nothing, it planned seed sets
+    without it, and the playlist's recommendations were missing from the output)."""
+    from pipeline.errors import ServerError
+    from pipeline.stages.resolve import ResolveWork
+
+    ids = [sid(1), sid(2)]
+    with stage_context(_settings(tmp_path), tmp_path / "state") as ctx:
+        ctx.caches.registry.record_found({ids[0]: "rb-1"})  # no track metadata: stale
+        work = ResolveWork(ids, ctx)
+        assert sorted(work.ask) == ids  # the mapped one is re-asked for its metadata
+        heard: list[tuple[dict[str, str], list[str]]] = []
+        work.listeners.append(lambda found, chunk: heard.append((found, chunk)))
+        work.fail(ids, ServerError("503 after retries", endpoint="tracks"))
+    assert heard == [({ids[0]: "rb-1"}, ids)]

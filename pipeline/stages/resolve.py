@@ -139,6 +139,17 @@ class ResolveWork(StageWork[list[str], "ChunkAnswer"]):
         self._tell({}, chunk)
 
     def _tell(self, found: dict[str, str], chunk: list[str]) -> None:
+        """Tell the listeners what the registry now holds as found for ``chunk``, not only
+        what this answer found.
+
+        Why: a chunk also re-asks IDs the registry still maps (their track metadata went
+        stale). When it fails, or leaves them unsure, the registry keeps their mapping, and
+        publish plans recommendation seeds from the registry; told only ``{}``, the
+        recommendations stage had planned them without those IDs, so it asked for seed sets
+        publish never looks up, and the playlist's recommendations were missing from the
+        output."""
+        held = resolved_ids(self.ctx.caches, chunk)
+        found = {**dict(zip(held["spotify_id"], held["reccobeats_id"], strict=True)), **found}
         for listener in self.listeners:
             listener(found, chunk)
 
