@@ -83,3 +83,24 @@ def test_journal_replay_keeps_multi_row_replacement(tmp_path: Path, clock) -> No
     t.journal()
     again = make(tmp_path, clock, multi_row=True)
     assert again.fresh(["k"])["value"].tolist() == [3]
+
+
+def test_an_entry_written_after_the_wall_clock_stepped_back_is_still_replayed(
+    tmp_path: Path, clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entry names start with the wall clock's nanoseconds (they order entries across runs),
+    and a checkpoint marks the last entry it folded in. An NTP step or a resumed VM puts the
+    clock back: an entry named by it sorted below the marker and was skipped on replay."""
+    import pipeline.state.journal as journal
+
+    now = [2_000_000_000_000_000_000]
+    monkeypatch.setattr(journal.time, "time_ns", lambda: now[0])
+    t = make(tmp_path, clock)
+    t.put(rows(["a"], value=[1]))
+    t.journal()
+    t.checkpoint()  # the marker: the entry named at 2e18
+    now[0] -= 10**15  # the clock steps back 11.6 days (any step back does it)
+    t.put(rows(["b"], value=[2]))
+    t.journal()
+    again = make(tmp_path, clock)  # a kill now: the entry must be replayed
+    assert sorted(all_rows(again, ["a", "b"])["id"]) == ["a", "b"]

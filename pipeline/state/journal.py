@@ -28,6 +28,7 @@ import io
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,15 +44,29 @@ _JOURNAL_UPTO = b"reccobeats_journal_upto"  # checkpoint metadata: last journal 
 _names = itertools.count()
 
 
+def _name_ns(name: str) -> int:
+    """The nanoseconds an entry's name starts with (0 for the empty marker or a stray name)."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 class TableJournal:
     """Checkpoint file ``name`` in ``store`` and its journal, for tables of ``schema``."""
 
-    def __init__(self, store: Storage, name: str, schema: pa.Schema) -> None:
+    def __init__(
+        self,
+        store: Storage,
+        name: str,
+        schema: pa.Schema,
+        clock_ns: Callable[[], int] | None = None,
+    ) -> None:
         self.store = store
         self.name = name
         self.schema = schema
         self.entry_schema = schema.append(pa.field(SEQ, pa.int64()))
         self.journal_name = name + JOURNAL_SUFFIX
+        self._clock_ns = clock_ns or time.time_ns  # looked up per journal: tests step it
+        self._last_ns = 0  # the newest entry (or checkpoint marker) seen: names only go up
 
     def load(self) -> tuple[pa.Table, list[pa.Table]]:
         """The checkpointed table and the journal entries it does not include, oldest first.
@@ -61,7 +76,9 @@ class TableJournal:
         base, meta = read_parquet_with_metadata(self.store, self.name, self.schema)
         upto = meta.get(_JOURNAL_UPTO, b"").decode("utf-8", "replace")
         entries = []
-        for name in self.entries():
+        names = self.entries()
+        self._last_ns = max([self._last_ns, *map(_name_ns, [upto, *names])])
+        for name in names:
             if name <= upto:
                 continue  # already in the file (a crash came between rewrite and deletion)
             entry = f"{self.journal_name}/{name}"
@@ -87,7 +104,11 @@ class TableJournal:
 
     def append(self, batch: pa.Table) -> None:
         """Write ``batch`` (columns of ``entry_schema``) as the newest journal entry."""
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_names):06d}.parquet"
+        # Wall-clock names order entries across runs and processes; never below the newest
+        # seen, or an entry written after the clock stepped back (NTP, a resumed VM) would
+        # sort below the checkpoint's marker and be skipped on replay: lost.
+        self._last_ns = max(self._clock_ns(), self._last_ns + 1)
+        name = f"{self._last_ns:020d}-{os.getpid()}-{next(_names):06d}.parquet"
         self._write(f"{self.journal_name}/{name}", batch, compression="snappy")
 
     def rewrite(self, table: pa.Table, included: list[str]) -> None:
