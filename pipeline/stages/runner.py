@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pipeline.config import READY_BEHIND_LIMIT
-from pipeline.errors import APIError, Cancelled, TransportError
+from pipeline.errors import APIError, Cancelled, SharedBudgetError, TransportError
 from pipeline.stages.progress import RunProgress
 from pipeline.stop import aborts, drain
 
@@ -193,7 +193,7 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
         return  # nothing answered: the caller says so (NothingFetchedError), publishes nothing
     # A budget stop is a clean end (the caller publishes what it has), unless a real stop
     # (a signal, a lost shared budget) came too: that one is raised, as without a budget.
-    by_budget = not aborts(stop) and (cancelled is None or type(cancelled) is Cancelled)
+    by_budget = not aborts(stop) and not isinstance(cancelled, SharedBudgetError)
     if budget is not None and budget.reached is not None and by_budget:
         if all(w.done for w in works) and cancelled is None:
             budget.clear()  # the budget ran out exactly with the work

@@ -28,7 +28,6 @@ import io
 import itertools
 import os
 import time
-from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,19 +52,12 @@ def _name_ns(name: str) -> int:
 class TableJournal:
     """Checkpoint file ``name`` in ``store`` and its journal, for tables of ``schema``."""
 
-    def __init__(
-        self,
-        store: Storage,
-        name: str,
-        schema: pa.Schema,
-        clock_ns: Callable[[], int] | None = None,
-    ) -> None:
+    def __init__(self, store: Storage, name: str, schema: pa.Schema) -> None:
         self.store = store
         self.name = name
         self.schema = schema
         self.entry_schema = schema.append(pa.field(SEQ, pa.int64()))
         self.journal_name = name + JOURNAL_SUFFIX
-        self._clock_ns = clock_ns or time.time_ns  # looked up per journal: tests step it
         self._last_ns = 0  # the newest entry (or checkpoint marker) seen: names only go up
 
     def load(self) -> tuple[pa.Table, list[pa.Table]]:
@@ -107,7 +99,7 @@ class TableJournal:
         # Wall-clock names order entries across runs and processes; never below the newest
         # seen, or an entry written after the clock stepped back (NTP, a resumed VM) would
         # sort below the checkpoint's marker and be skipped on replay: lost.
-        self._last_ns = max(self._clock_ns(), self._last_ns + 1)
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
         name = f"{self._last_ns:020d}-{os.getpid()}-{next(_names):06d}.parquet"
         self._write(f"{self.journal_name}/{name}", batch, compression="snappy")
 
