@@ -113,3 +113,20 @@ def test_each_partition_has_a_manifest_that_load_enriched_checks(
     pq.write_table(table.slice(0, 10), part / "part-0.parquet")  # replaced by hand
     with pytest.raises(ValueError, match="10 rows, but its manifest"):
         load_enriched(out)
+
+
+def test_a_binary_input_column_with_invalid_utf8_is_published_as_text(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Invalid bytes in a passed-through column used to fail the JSON encoder at publish,
+    after every request was spent: exit 1, nothing published."""
+    base = pd.read_parquet(SAMPLE_INPUT)[["track_id"]].head(3)
+    blobs = pa.array([b"\xff\xfe", b"plain", None], pa.binary())
+    inp = tmp_path / "in.parquet"
+    table = pa.Table.from_pandas(base, preserve_index=False).append_column("blob", blobs)
+    pq.write_table(table, inp)
+    report = run_job(job_settings(tmp_path, simulator.url, input=inp), DAYS[0])
+    assert report.status == "ok"
+    tracks = load_enriched(tmp_path / "output", DAYS[0]).sort_values("row_number")
+    extra = [json.loads(x) for x in tracks["input_extra"]]
+    assert [e["blob"] for e in extra] == ["\ufffd\ufffd", "plain", None]

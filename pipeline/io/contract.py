@@ -58,8 +58,30 @@ def input_extra_json(rows: pd.DataFrame, input_columns: Sequence[str]) -> pd.Ser
     cols = [c for c in input_columns if c in rows.columns]
     if not cols or rows.empty:
         return pd.Series(["{}"] * len(rows), index=rows.index, dtype=object)
-    text = rows[cols].to_json(orient="records", lines=True, date_format="iso", date_unit="us")
+    text = _as_json_safe(rows[cols]).to_json(
+        orient="records", lines=True, date_format="iso", date_unit="us"
+    )
     return pd.Series(text.rstrip("\n").split("\n"), index=rows.index, dtype=object)
+
+
+def _as_json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with bytes values decoded as UTF-8 (U+FFFD for invalid bytes).
+
+    JSON holds no raw bytes: a ``binary`` input column with invalid UTF-8 made the encoder
+    fail at publish, after every request of the run was spent. Only ``object`` columns can
+    hold bytes, so text and number columns are not touched.
+    """
+    out = frame
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype == object and col.map(lambda v: isinstance(v, bytes)).any():
+            out = out.copy() if out is frame else out
+            out[name] = col.map(_as_text)
+    return out
+
+
+def _as_text(value: object) -> object:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def tracks_for_contract(
