@@ -7,6 +7,7 @@ the handlers read better without them. Errors are one line (``OneLineErrorParser
 from __future__ import annotations
 
 import argparse
+import math
 import typing
 from datetime import date
 from pathlib import Path
@@ -66,8 +67,8 @@ def _positive(value: str) -> float:
         x = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {value!r}")
+    if not 0 < x < math.inf:  # also refuses nan, which compares false
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {value!r}")
     return x
 
 

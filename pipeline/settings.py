@@ -86,7 +86,7 @@ _TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 class EndpointLimit(BaseModel):
     """A per-endpoint ceiling; ``None`` rate means only the global limit applies."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rate_per_min: float | None = Field(default=None, gt=0)
     min_interval_s: float = Field(default=0.0, ge=0)
@@ -110,6 +110,8 @@ class Settings(BaseSettings):
         frozen=True,
         extra="forbid",
         validate_default=True,
+        # ``--rate-limit inf`` passed ``gt=0``, ran, and crashed saving the learned rate.
+        allow_inf_nan=False,
     )
 
     # -- where ---------------------------------------------------------------------------

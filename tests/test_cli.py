@@ -100,6 +100,8 @@ def test_input_without_id_column_exits_2(
         ("--rate-limit", "0"),
         ("--rate-limit", "-3"),
         ("--rate-limit", "fast"),
+        ("--rate-limit", "inf"),  # accepted once, then the run crashed saving the learned rate
+        ("--rate-limit", "nan"),
         ("--date", "2025-13-45"),
     ],
 )

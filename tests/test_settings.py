@@ -41,6 +41,8 @@ def test_config_file_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ({"chunk_size": 41}, "chunk_size"),
         ({"base_url": "ftp://x"}, "base_url"),
         ({"rate_limit": 0}, "rate_limit"),
+        ({"rate_limit": float("inf")}, "rate_limit"),  # from env or TOML: not only the flag
+        ({"endpoint_limits": {"tracks": {"rate_per_min": float("nan")}}}, "endpoint_limits"),
         ({"endpoint_limits": {"nope": {}}}, "endpoint_limits"),
     ],
 )
