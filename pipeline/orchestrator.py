@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,12 @@ from pipeline.io.paths import check_disjoint, describe_links, symlinks_below
 from pipeline.io.reader import InputBatch, check_playlist_column, read_input
 from pipeline.io.report import RunReport, build_report, write_report
 from pipeline.io.storage import RunStorage
-from pipeline.io.writer import check_output_dir, sweep_stale_temp_files, write_rejects
+from pipeline.io.writer import (
+    check_output_dir,
+    has_partition,
+    sweep_stale_temp_files,
+    write_rejects,
+)
 from pipeline.run_figures import (
     Fetched,
     base_figures,
@@ -66,6 +71,7 @@ from pipeline.stages.recommend import RecommendOutcome, RecommendWork, plan_seed
 from pipeline.stages.resolve import ResolveOutcome, ResolveWork, resolved_ids
 from pipeline.stages.runner import StageWork, run_stages
 from pipeline.state.caches import Caches
+from pipeline.state.lease import LeaseLock
 from pipeline.state.lock import lock_state_dir
 from pipeline.stop import StopSignal
 
@@ -109,7 +115,7 @@ def run_job(
     started = clock()
     t0 = time.monotonic()
     show = _want_progress(settings.progress if progress is None else progress)
-    batch = _read(settings, run_date, storage, write=not dry_run)
+    batch = _read(settings, run_date, storage, write=not dry_run, clock=clock)
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
     run_id = new_run_id(run_date, started)
     log.info(
@@ -117,12 +123,15 @@ def run_job(
         run_id, len(batch.rows), len(batch.rejects), len(distinct), len(batch.files),
     )  # fmt: skip
     state_dir = storage.state
-    lock = nullcontext() if dry_run else _lock(storage, storage_config(settings), clock, cancel)
-    with lock:
+    stop = cancel or StopSignal()  # one stop: signals, a lost budget, a lost lock all set it
+    lock = nullcontext() if dry_run else _lock(storage, storage_config(settings), clock, stop)
+    with lock as held:
         caches = Caches.load(state_dir, ttl_config(settings), clock)
+        if isinstance(held, LeaseLock):
+            held.on_lost(caches.fence)  # a lost lease: stop rewriting the new owner's state
         if dry_run:
             return dry_run_report(settings, run_date, run_id, batch, distinct, caches, state_dir)
-        with ApiResources(settings, state_dir, cancel or StopSignal(), clock) as api:
+        with ApiResources(settings, state_dir, stop, clock) as api:
             budget = RunBudget(
                 max_requests=settings.max_requests,
                 time_budget_s=settings.time_budget,
@@ -139,9 +148,9 @@ def run_job(
             except Cancelled as exc:
                 log.warning("run %s: stop requested; checkpointing state", run_id)
                 caches.checkpoint_all()
-                lost = api.shared_budget.lost if api.shared_budget is not None else None
+                lost = _lost_cause(api, held)
                 if lost is not None and lost is not exc:
-                    raise lost from exc  # Redis went away: exit 6, not 130
+                    raise lost from exc  # Redis or the state lock went away: exit 6 or 9
                 base = interrupted_base(
                     run_id, run_date, started, stages, batch, len(distinct), api.metrics.snapshot()
                 )
@@ -168,6 +177,7 @@ def run_job(
                     failed_reccobeats_ids=set(fetched.features.failed),
                     force=settings.force_publish,
                     run_id=run_id,
+                    clock=clock,
                 )
             except OSError as exc:  # disk full, permissions, I/O error: one line, exit 8
                 failed = _write_failed(exc, base, settings, api, caches, storage, t0)
@@ -218,6 +228,13 @@ def _lock(
     )
 
 
+def _lost_cause(api: ApiResources, held: object) -> Cancelled | None:
+    """What set the stop when it was no signal: the shared budget or the state lock, lost."""
+    if api.shared_budget is not None and api.shared_budget.lost is not None:
+        return api.shared_budget.lost
+    return held.lost if isinstance(held, LeaseLock) else None
+
+
 def _check_call(
     settings: Settings, stages: Collection[str], dry_run: bool, storage: RunStorage
 ) -> None:
@@ -238,18 +255,24 @@ def _check_call(
         sweep_stale_temp_files(storage.output)
 
 
-def _read(settings: Settings, run_date: date, storage: RunStorage, write: bool) -> InputBatch:
+def _read(
+    settings: Settings, run_date: date, storage: RunStorage, write: bool, clock: Clock
+) -> InputBatch:
     """The input, or ``InputError`` when not one row has a usable ID (rejects written,
     except by a dry run, which writes nothing)."""
     batch = read_input(storage.input or Path(""), settings.id_column)
     if settings.recommendations:
         check_playlist_column(batch.schema)  # before the first request, not after the budget
     if batch.rows.empty:
-        where = (
-            f"reasons in {write_rejects(_contract_rejects(batch), storage.output, run_date)}"
-            if write
-            else f"first reason: {batch.rejects['reason'].iloc[0] if len(batch.rejects) else '-'}"
-        )
+        first = f"first reason: {batch.rejects['reason'].iloc[0] if len(batch.rejects) else '-'}"
+        if not write:
+            where = first
+        elif has_partition(storage.output, "tracks", run_date):
+            # A date's rejects describe the input of its tracks: keep both as published.
+            where = f"{first}; the published {run_date} partitions are kept"
+        else:
+            written = write_rejects(_contract_rejects(batch, clock), storage.output, run_date)
+            where = f"reasons in {written}"
         raise InputError(
             f"no valid track IDs in {settings.input}: all {len(batch.rejects)} rows rejected "
             f"({where})"
@@ -257,9 +280,9 @@ def _read(settings: Settings, run_date: date, storage: RunStorage, write: bool) 
     return batch
 
 
-def _contract_rejects(batch: InputBatch) -> pd.DataFrame:
+def _contract_rejects(batch: InputBatch, clock: Clock) -> pd.DataFrame:
     """Rejects of a run that stops at reading (no run id yet): the contract's columns."""
-    return rejects_for_contract(batch.rejects, None, datetime.now(UTC))
+    return rejects_for_contract(batch.rejects, None, clock())
 
 
 def _write_figures(

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import EXIT_NOTHING_FETCHED, EXIT_USAGE
+from pipeline.errors import EXIT_NOTHING_FETCHED, EXIT_USAGE, InputError
+from pipeline.io.writer import load_enriched
 from pipeline.orchestrator import run_job
 from pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import REPO, SAMPLE_INPUT, fast_config_toml, job_settings
@@ -163,12 +164,35 @@ def test_a_good_partition_is_kept_when_a_rerun_fetches_less(tmp_path: Path) -> N
         assert kept.column("status").to_pylist().count("ok") == ok_before
         assert second.status == "partial"
         assert second.figures["outputs"]["kept"]["rows_that_would_regress"] == ok_before
-        assert "tracks" not in second.figures["outputs"]["paths"]
+        assert second.figures["outputs"]["paths"] == {}
+        rejects = load_enriched(tmp_path / "output", date(2025, 3, 1), "rejects")
+        assert set(rejects["run_id"]) == {first.run_id}  # kept with the tracks they go with
 
         forced = run_job(settings.replace(force_publish=True), date(2025, 3, 1))
     replaced = pq.read_table(tmp_path / "output" / "tracks" / "date=2025-03-01")
     assert replaced.column("status").to_pylist().count("ok") == 0
     assert "kept" not in forced.figures["outputs"]
+
+
+def test_an_all_rejected_input_keeps_a_published_date_and_writes_a_new_ones_rejects(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Exit 2, and the date's rejects still describe the input of its published tracks; it
+    used to replace them with the junk input's, beside the good run's tracks."""
+    day = date(2025, 3, 1)
+    first = run_job(job_settings(tmp_path, simulator.url), day)
+    junk = tmp_path / "junk.parquet"
+    pd.DataFrame({"track_id": ["not an id", "x" * 30]}).to_parquet(junk, index=False)
+    settings = job_settings(tmp_path, simulator.url, input=junk)
+    with pytest.raises(InputError, match="published 2025-03-01 partitions are kept"):
+        run_job(settings, day)
+    rejects = load_enriched(tmp_path / "output", day, "rejects")
+    assert set(rejects["run_id"]) == {first.run_id} and len(rejects) == 3
+
+    with pytest.raises(InputError, match=r"all 2 rows rejected \(reasons in "):
+        run_job(settings, date(2025, 3, 2))  # nothing published that day: written
+    fresh = load_enriched(tmp_path / "output", date(2025, 3, 2), "rejects")
+    assert fresh["row_number"].tolist() == [0, 1] and set(fresh["reason"]) == {"malformed id"}
 
 
 # -- stage semantics and dry runs ---------------------------------------------------------

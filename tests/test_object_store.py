@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ttl_config
-from pipeline.errors import StateLockedError
+from pipeline.errors import StateLockedError, StateLockLostError
+from pipeline.io.contract import rejects_for_contract
 from pipeline.io.object_store import ObjectStorage
 from pipeline.io.publish_object import MANIFEST
 from pipeline.io.reader import read_input
@@ -241,8 +242,11 @@ def test_load_enriched_checks_data_against_the_commit_marker(s3_root: str, caplo
 def test_rejects_and_input_on_s3(s3_root: str, tmp_path: Path) -> None:
     out = open_storage(f"{s3_root}/out")
     rejects = pd.DataFrame({"track_id": ["bad"], "row_number": [3], "reason": ["malformed id"]})
-    uri = write_rejects(rejects, out, D1)
+    loaded_at = datetime(2024, 5, 1, tzinfo=UTC)
+    uri = write_rejects(rejects_for_contract(rejects, "r1", loaded_at), out, D1, run_id="r1")
     assert uri == f"{s3_root}/out/rejects/date=2024-05-01/part-0.parquet"
+    back = load_enriched(out, D1, "rejects")  # through its commit marker, like every dataset
+    assert back["reason"].tolist() == ["malformed id"] and back["run_id"].tolist() == ["r1"]
     inp = open_storage(f"{s3_root}/in")
     for i, ids in enumerate([[A, "junk"], [B]]):
         buf = io.BytesIO()
@@ -263,12 +267,12 @@ def test_rejects_and_input_on_s3(s3_root: str, tmp_path: Path) -> None:
 def test_second_run_is_locked_out_then_gets_the_lock_after_release(s3_root: str) -> None:
     store = open_storage(f"{s3_root}/state")
     assert isinstance(store, ObjectStorage)
-    with lock_state_dir(store, lease_s=60) as held:
+    with lock_state_dir(store, lock_wait_s=0, lease_s=60) as held:
         assert held.locked
         with pytest.raises(StateLockedError, match=r"another run holds s3://.*\.lock"):
-            LeaseLock(store, lease_s=60).__enter__()
+            LeaseLock(store, lock_wait_s=0, lease_s=60).__enter__()
     assert not store.exists(LOCK_NAME)
-    with LeaseLock(store, lease_s=60) as again:
+    with LeaseLock(store, lock_wait_s=0, lease_s=60) as again:
         assert again.took_over is None
 
 
@@ -276,13 +280,13 @@ def test_stale_lease_of_a_killed_run_is_taken_over(s3_root: str) -> None:
     store = open_storage(f"{s3_root}/state")
     assert isinstance(store, ObjectStorage)
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
-    dead = LeaseLock(store, lease_s=60, clock=clock, heartbeat=False)
+    dead = LeaseLock(store, lock_wait_s=0, lease_s=60, clock=clock, heartbeat=False)
     dead.__enter__()  # and never leaves: the pod was killed
     clock.advance(seconds=59)
     with pytest.raises(StateLockedError, match="lease until"):
-        LeaseLock(store, lease_s=60, clock=clock).__enter__()
+        LeaseLock(store, lock_wait_s=0, lease_s=60, clock=clock).__enter__()
     clock.advance(seconds=2)
-    with LeaseLock(store, lease_s=60, clock=clock, heartbeat=False) as successor:
+    with LeaseLock(store, lock_wait_s=0, lease_s=60, clock=clock, heartbeat=False) as successor:
         assert successor.took_over is not None
         assert successor.took_over["owner"] == dead.owner
     assert not store.exists(LOCK_NAME)
@@ -292,14 +296,14 @@ def test_heartbeat_notices_a_lost_lease(s3_root: str) -> None:
     store = open_storage(f"{s3_root}/state")
     assert isinstance(store, ObjectStorage)
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
-    slow = LeaseLock(store, lease_s=60, clock=clock, heartbeat=False)
+    slow = LeaseLock(store, lock_wait_s=0, lease_s=60, clock=clock, heartbeat=False)
     slow.__enter__()
     clock.advance(seconds=120)  # paused past its lease
-    thief = LeaseLock(store, lease_s=60, clock=clock, heartbeat=False)
+    thief = LeaseLock(store, lock_wait_s=0, lease_s=60, clock=clock, heartbeat=False)
     thief.__enter__()
     slow._renew()
-    assert slow._lost and "lost the state lock" in slow._lost
-    with pytest.raises(Exception, match="lost the state lock"):
+    assert slow.lost is not None and "lost the state lock" in str(slow.lost)
+    with pytest.raises(StateLockLostError, match="lost the state lock"):
         slow.__exit__(None, None, None)
     assert store.exists(LOCK_NAME)  # the thief's lock is left alone
     thief.__exit__(None, None, None)

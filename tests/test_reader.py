@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputError
+from pipeline.io.contract import REJECTS_COLUMNS, rejects_for_contract
+from pipeline.io.manifest import MANIFEST_FILE
 from pipeline.io.reader import InputBatch, read_input
-from pipeline.io.writer import rejects_path, write_rejects
+from pipeline.io.writer import load_enriched, rejects_path, write_rejects
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tracks.parquet"
 A = "21qnJAMtzC6S5SESuqQLEK"
@@ -338,7 +341,17 @@ def test_write_rejects_empty(tmp_path: Path) -> None:
 
 
 def test_write_rejects_into_output_dir_by_date(tmp_path: Path) -> None:
+    """A date's rejects are a partition like every dataset's: contract columns, a manifest
+    that ``load_enriched`` checks."""
     batch = read_input(SAMPLE)
-    out = write_rejects(batch.rejects, tmp_path, date(2024, 5, 1))
+    rejects = rejects_for_contract(batch.rejects, "run-1", datetime(2024, 5, 1, tzinfo=UTC))
+    out = write_rejects(rejects, tmp_path, date(2024, 5, 1), run_id="run-1")
     assert out == rejects_path(tmp_path, date(2024, 5, 1))
     assert len(pd.read_parquet(out)) == 3
+    manifest = json.loads((out.parent / MANIFEST_FILE).read_text())["content"]
+    assert manifest["run_id"] == "run-1" and manifest["rows"] == 3
+    back = load_enriched(tmp_path, "2024-05-01", "rejects")
+    assert back.columns.tolist() == [*REJECTS_COLUMNS, "date"]
+    pq.write_table(pq.read_table(out).slice(0, 1), out)  # replaced by hand
+    with pytest.raises(ValueError, match="1 rows, but its manifest"):
+        load_enriched(tmp_path, "2024-05-01", "rejects")

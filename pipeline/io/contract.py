@@ -98,7 +98,15 @@ def tracks_for_contract(
     return with_lineage(out, run_id, loaded_at)
 
 
-REJECTS_COLUMNS = ("row_number", "reason", "input_extra", "run_id", "loaded_at")
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("row_number", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("input_extra", pa.string()),
+        *LINEAGE_FIELDS,
+    ]
+)
+REJECTS_COLUMNS = tuple(REJECTS_SCHEMA.names)
 
 
 def rejects_for_contract(

@@ -24,7 +24,6 @@ pattern) and the run date (a ``date`` object) name directories.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.io.atomic import TEMP_SUFFIX, atomic_write
-from pipeline.io.contract import LOADED_AT_TYPE
+from pipeline.io.contract import LOADED_AT_TYPE, REJECTS_SCHEMA
 from pipeline.io.manifest import MANIFEST_FILE, check_manifest, manifest_bytes, partition_manifest
 from pipeline.io.publish_local import PART_FILE, STALE_AFTER_S, publish_local
 from pipeline.io.publish_object import committed_partitions, publish_object, read_committed
@@ -208,31 +207,36 @@ def _rejects_name(run_date: date) -> str:
     return f"rejects/date={run_date.isoformat()}/{PART_FILE}"
 
 
-def write_rejects(rejects: pd.DataFrame, path: Output, run_date: date | None = None) -> Path | str:
-    """Write ``rejects`` atomically, replacing the target.
+def write_rejects(
+    rejects: pd.DataFrame, path: Output, run_date: date | None = None, *, run_id: str | None = None
+) -> Path | str:
+    """Write ``rejects``, replacing the target; returns the Parquet file written (a ``Path``,
+    or a URI on object storage).
 
-    ``write_rejects(rejects, file)`` writes the local ``file``; ``write_rejects(rejects,
-    output, run_date)`` writes ``rejects/date=YYYY-MM-DD/part-0.parquet`` under ``output``
-    (a local dir or a ``Storage``). Every column is text except ``row_number`` (int64); an
-    empty frame still writes a file, so "no rejects today" is distinguishable from "the
-    job did not run". Returns the file written (a ``Path``, or a URI on object storage).
+    ``write_rejects(rejects, file)`` writes the local ``file`` atomically: every column text
+    except ``row_number`` (int64). ``write_rejects(rejects, output, run_date)`` publishes
+    the contract's rejects (``contract.REJECTS_SCHEMA``) as the ``rejects`` date partition,
+    like every dataset: atomic, with the ``_manifest.json`` that ``load_enriched`` checks.
+    An empty frame still writes a file, so "no rejects today" is distinguishable from "the
+    job did not run".
     """
-    schema = pa.schema([pa.field(c, _rejects_type(c)) for c in rejects.columns])
-    table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
     if run_date is None:
+        schema = pa.schema([pa.field(c, _rejects_type(c)) for c in rejects.columns])
+        table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
         target = Path(path) if not isinstance(path, Storage) else Path(path.uri())
         atomic_write(target, lambda f: pq.write_table(table, f))
         return target
-    store = _storage(path)
-    name = _rejects_name(run_date)
+    where = write_partition(rejects, path, "rejects", run_date, REJECTS_SCHEMA, run_id=run_id)
+    return where / PART_FILE if isinstance(where, Path) else f"{where}/{PART_FILE}"
+
+
+def has_partition(output_dir: Output, dataset: str, run_date: date) -> bool:
+    """Whether ``dataset`` has a ``run_date`` partition (on object storage: a committed one)."""
+    store = _storage(output_dir)
+    name = partition_name(dataset, run_date)
     if isinstance(store, LocalStorage):
-        target = rejects_path(store.root, run_date)
-        atomic_write(target, lambda f: pq.write_table(table, f))
-        return target
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    store.write_bytes(name, buf.getvalue())
-    return store.uri(name)
+        return store.path(name).is_dir()
+    return name in committed_partitions(store, dataset)
 
 
 def _rejects_type(column: str) -> pa.DataType:

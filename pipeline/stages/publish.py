@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.api.fields import FEATURE_COLUMNS
+from pipeline.clock import Clock
 from pipeline.io.contract import (
     RECOMMENDATIONS_SCHEMA,
     TRACKS_SCHEMA,
@@ -84,19 +85,21 @@ def publish(
     failed_reccobeats_ids: Collection[str] = (),
     force: bool = False,
     run_id: str | None = None,
+    clock: Clock,
 ) -> dict[str, Any]:
     """Write the tracks (and recommendations) partitions and the rejects; their figures.
 
-    The published partitions are kept, unless ``force`` (setting ``force_publish``,
-    ``--force``), when this run would turn rows that are ``ok`` there into ``failed`` or
-    ``pending`` ones: re-running a good date while the API is down must not replace
-    enriched rows with failed ones. (A smaller or different input is no regression: rows
-    only need to stay as enriched as they were.) The figures then say what was kept.
+    The published partitions (the rejects too) are kept, unless ``force`` (setting
+    ``force_publish``, ``--force``), when this run would turn rows that are ``ok`` there
+    into ``failed`` or ``pending`` ones: re-running a good date while the API is down must
+    not replace enriched rows with failed ones. (A smaller or different input is no
+    regression: rows only need to stay as enriched as they were.) The figures then say
+    what was kept.
 
     The files follow the schema contract (``io/contract.py``): fixed product columns, the
     input's columns in ``input_extra``, ``run_id`` and ``loaded_at`` on every row.
     """
-    loaded_at = datetime.now(UTC)
+    loaded_at = clock()  # the run's injected wall clock, like every other stamp
     rejects = rejects_for_contract(batch.rejects, run_id, loaded_at)
     distinct = pd.unique(batch.rows["spotify_id"].dropna()).tolist()
     tracks = enrich_rows(batch.rows, caches, distinct, failed_spotify_ids, failed_reccobeats_ids)
@@ -112,12 +115,11 @@ def publish(
             "ok there into failed/pending (--force to replace them)",
             run_date, int(worse.sum()),
         )  # fmt: skip
-        rejects_path = str(write_rejects(rejects, output_dir, run_date))
-        return {
-            "paths": {"rejects": rejects_path},
+        return {  # the rejects too: a date's rejects describe the input of its tracks
+            "paths": {},
             "track_status": status_counts,
             "kept": {
-                "datasets": ["tracks", "recommendations"],
+                "datasets": ["tracks", "recommendations", "rejects"],
                 "ids_ok_published": len(published_ok),
                 "rows_ok_this_run": status_counts.get("ok", 0),
                 "rows_that_would_regress": int(worse.sum()),
@@ -146,6 +148,6 @@ def publish(
                 recs, output_dir, "recommendations", run_date, RECOMMENDATIONS_SCHEMA, run_id=run_id
             )
         )
-    paths["rejects"] = str(write_rejects(rejects, output_dir, run_date))
+    paths["rejects"] = str(write_rejects(rejects, output_dir, run_date, run_id=run_id))
     log.info("published %s: %s", run_date, counts)
     return {"paths": paths, "track_status": status_counts}
