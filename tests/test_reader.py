@@ -14,7 +14,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.io.contract import REJECTS_COLUMNS, rejects_for_contract
 from pipeline.io.manifest import MANIFEST_FILE
-from pipeline.io.reader import InputBatch, read_input
+from pipeline.io.reader import InputBatch, check_playlist_column, read_input
 from pipeline.io.writer import load_enriched, rejects_path, write_rejects
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tracks.parquet"
@@ -142,6 +142,27 @@ def test_non_text_id_column(tmp_path: Path) -> None:
     f = write(tmp_path / "t.parquet", {"track_id": pa.array([1, 2], pa.int64())})
     with pytest.raises(InputError, match="id column 'track_id' has type int64"):
         read_input(f)
+
+
+def test_a_float_playlist_column_of_whole_numbers_is_read_as_integers(tmp_path: Path) -> None:
+    """What pandas writes for integer playlist IDs with a gap (7.0, NaN) was refused, and a
+    7.0 would have grouped as "7.0" beside another day's "7"."""
+    frame = pd.DataFrame({"track_id": [A, B, "bad"], "playlist_id": [7.0, float("nan"), 8.0]})
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    batch = read_input(tmp_path / "t.parquet")
+    check_playlist_column(batch.schema)
+    assert batch.schema.field("playlist_id").type == pa.int64()
+    assert batch.rows["playlist_id"].tolist() == [7, pd.NA]
+    assert batch.rejects["playlist_id"].tolist() == ["8"]
+
+
+@pytest.mark.parametrize("values", [[7.5, 1.0], [2.0**60, 1.0]])
+def test_a_float_playlist_column_that_is_not_exact_integers_is_refused(
+    tmp_path: Path, values: list[float]
+) -> None:
+    f = write(tmp_path / "t.parquet", {"track_id": [A, B], "playlist_id": values})
+    with pytest.raises(InputError, match=r"'playlist_id' has type double.*whole numbers"):
+        check_playlist_column(read_input(f).schema)
 
 
 def test_candidate_order_when_only_one_present(tmp_path: Path) -> None:

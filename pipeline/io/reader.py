@@ -32,7 +32,9 @@ Decisions worth knowing:
   ``spotify_id`` is always the normalised bare ID).
 * The ``playlist_id`` column (it groups seeds for recommendations) must be text or integer
   (``check_playlist_column``, called before the first request); integers are grouped by
-  their decimal text. A struct, list, float... column is refused with one line.
+  their decimal text. A float column whose values are all whole numbers (what pandas
+  makes of integer IDs with a missing value: ``7.0``, ``NaN``) is read as integers, NaN as
+  null; a float with a fraction, a struct, a list... is refused with one line.
 * pandas' unnamed index columns (``__index_level_N__`` that the file's pandas metadata
   names as its index) are dropped; integer columns become
   pandas nullable integers (``Int64``...), so a null never turns an ID-like int into float.
@@ -106,6 +108,7 @@ def read_input(path: Path | str | Storage, id_column: str | None = None) -> Inpu
     if table.num_rows == 0:
         raise InputError(f"no rows in {path}")
     source_id = _pick_id_column(table.schema.names, id_column, path)
+    table = _whole_floats_as_integers(table, PLAYLIST_ID)
     table, renamed = _rename_reserved(table)
     id_name = renamed.get(source_id, source_id)
     table = table.append_column(ROW_NUMBER, pa.array(np.arange(table.num_rows), pa.int64()))
@@ -129,12 +132,30 @@ def check_playlist_column(schema: pa.Schema, name: str = PLAYLIST_ID) -> None:
     typ = schema.field(name).type
     if _is_text(typ) or pa.types.is_integer(typ) or pa.types.is_null(typ):
         return
+    whole = " (whole numbers in a float column are accepted)" if pa.types.is_floating(typ) else ""
     raise InputError(
         f"column {name!r} has type {typ}; expected text or integers (one playlist ID per row)"
+        f"{whole}"
     )
 
 
 # -- columns --------------------------------------------------------------------------------
+
+
+def _whole_floats_as_integers(table: pa.Table, name: str) -> pa.Table:
+    """``name`` as int64 when it is a float column of whole numbers (NaN -> null), so
+    ``7.0`` groups as ``"7"``, not ``"7.0"``; any other column is returned as it is."""
+    if name not in table.schema.names or not pa.types.is_floating(table.schema.field(name).type):
+        return table
+    col = table.column(name)
+    col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
+    finite = pc.drop_null(col)
+    if len(finite) and not pc.all(pc.equal(pc.round(finite), finite)).as_py():
+        return table  # fractions: check_playlist_column refuses the float column
+    if len(finite) and pc.max(pc.abs(finite)).as_py() >= 2**53:
+        return table  # beyond a float's exact integers: the digits are not the input's
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, pa.field(name, pa.int64()), col.cast(pa.int64()))
 
 
 def _pick_id_column(names: list[str], configured: str | None, path: Path | str) -> str:
