@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -637,3 +638,13 @@ def test_cli_arguments_and_serving(caplog: pytest.LogCaptureFixture) -> None:
     t.join(10)
     assert result == [0]
     assert "ReccoBeats SIMULATOR (not the real API) listening on http://127.0.0.1:" in caplog.text
+
+
+def test_a_busy_port_is_one_line_and_exit_2(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = add_simulate_arguments(argparse.ArgumentParser()).parse_args(["--port", str(port)])
+        assert simulate_from_args(args, stop=threading.Event()) == 2  # was a traceback
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in caplog.text

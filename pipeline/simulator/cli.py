@@ -241,7 +241,16 @@ def simulate_from_args(args: argparse.Namespace, stop: threading.Event | None = 
 
 
 def _serve(config: SimulatorConfig, stop: threading.Event) -> int:
-    with SimulatorServer(config) as sim:
+    sim = SimulatorServer(config)
+    try:
+        sim.start()
+    except OSError as exc:  # a busy port is a usage problem: one line, not a traceback
+        log.error(
+            "simulate: cannot listen on %s:%d: %s (another simulator running? try --port 0)",
+            config.host, config.port, exc.strerror or exc,
+        )  # fmt: skip
+        return 2
+    try:
         info = sim.info()
         log.info(
             "catalog: %d known tracks; limit: %s %g/%gs burst %d; counters at %s/__sim/counters",
@@ -258,6 +267,8 @@ def _serve(config: SimulatorConfig, stop: threading.Event) -> int:
         except KeyboardInterrupt:
             pass
         log.info("simulator stopping; served %d requests", sim.counters()["requests_total"])
+    finally:
+        sim.stop()
     return 0
 
 
