@@ -72,6 +72,8 @@ def _location(value: object) -> object:
         if scheme not in LOCATION_SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; use a path or one of {LOCATION_SCHEMES}")
         return value
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty; give a path or a URI")  # Path("") would be the cwd
     return Path(value) if isinstance(value, str) else value
 
 
@@ -391,7 +393,8 @@ def load_settings(
     path = config_file if config_file is not None else os.environ.get("RECCOBEATS_CONFIG")
     toml_path = Path(path) if path else None
     if toml_path is not None and not toml_path.is_file():
-        raise ConfigError(f"setting 'config': TOML file {toml_path} does not exist")
+        what = "is a directory, not a TOML file" if toml_path.is_dir() else "does not exist"
+        raise ConfigError(f"setting 'config': TOML file {toml_path} {what}")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     for line in unknown_env_vars(os.environ):
         log.warning("%s", line)

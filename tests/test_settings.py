@@ -63,6 +63,17 @@ def test_a_missing_toml_file_is_refused(tmp_path: Path) -> None:
         load_settings(config_file=tmp_path / "absent.toml")
 
 
+def test_a_directory_as_the_toml_file_is_named_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a TOML file"):  # "does not exist"
+        load_settings(config_file=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["input", "output_dir", "state_dir"])
+def test_an_empty_location_is_refused_not_read_as_the_current_dir(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"setting '{name}'.*is empty"):
+        load_settings({name: "  "})
+
+
 def test_an_endpoint_table_changes_only_the_endpoints_it_names(tmp_path: Path) -> None:
     default = Settings().endpoint_limits
     s = load_settings(config_file=_toml(tmp_path, "[endpoint_limits.tracks]\nrate_per_min = 10\n"))
