@@ -7,13 +7,14 @@ Callers catch the narrowest class they can act on; the CLI maps each branch to a
     ├── ConfigError              a setting is invalid                         exit 2
     ├── InputError               the input cannot be read or has no usable IDs exit 2
     ├── StateError               the state dir is unusable                    exit 5
-    ├── OutputError              an output file cannot be written (disk full) exit 8
     │   └── StateLockedError     another run holds the state lock             exit 4
+    ├── OutputError              an output file cannot be written (disk full) exit 8
     ├── NothingFetchedError      the API never answered: not one request      exit 7
     │                            succeeded (connection refused, DNS, all failed);
     │                            nothing published, the message names the URL
     ├── Cancelled                SIGINT/SIGTERM asked the run to stop         exit 130
-    │   └── SharedBudgetError    the shared budget's Redis is unreachable      exit 6
+    │   ├── SharedBudgetError    the shared budget's Redis is unreachable      exit 6
+    │   └── StateLockLostError   the state lock's lease was lost mid-run       exit 9
     └── APIError                 an API call failed (after retries, if any)   exit 3
         ├── ClientRequestError   4xx the API will answer the same way again (400, 403, ...)
         ├── NotFoundError        404 on a single-resource path
@@ -98,6 +99,18 @@ class SharedBudgetError(Cancelled):
     """
 
 
+class StateLockLostError(Cancelled):
+    """The lease on an object-store state lock (``state/lease.py``) was lost mid-run.
+
+    Another run took the lock over (this one was paused past ``lock_lease_s``), or the lease
+    could not be renewed before it expired. The state now belongs to someone else, so the
+    run stops at once through the stop event, as on a signal, and its saves after the loss
+    only append to the journal (``Caches.fence``): a checkpoint would delete the new
+    owner's journal entries. A ``Cancelled`` for that reason; its own exit code (9) because,
+    unlike a stop a scheduler asked for, it says the lease is too short for the host.
+    """
+
+
 class APIError(ReccoBeatsError):
     """An API call failed; ``endpoint``, ``http_status`` and ``api_code`` say how."""
 
@@ -161,6 +174,7 @@ EXIT_STATE = 5
 EXIT_SHARED_BUDGET = 6
 EXIT_OUTPUT = 8
 EXIT_NOTHING_FETCHED = 7
+EXIT_LOCK_LOST = 9
 EXIT_BUDGET_REACHED = 10
 EXIT_CANCELLED = 130
 
@@ -171,6 +185,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     StateError: EXIT_STATE,
     OutputError: EXIT_OUTPUT,
     SharedBudgetError: EXIT_SHARED_BUDGET,
+    StateLockLostError: EXIT_LOCK_LOST,
     NothingFetchedError: EXIT_NOTHING_FETCHED,
     Cancelled: EXIT_CANCELLED,
     APIError: EXIT_PARTIAL,

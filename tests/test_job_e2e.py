@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from pipeline import load_enriched
+from pipeline.errors import InputError
 from pipeline.orchestrator import run_job
 from pipeline.simulator import FEATURE_NAMES, Catalog, SimulatorConfig, SimulatorServer
 from tests.conftest import (
@@ -249,6 +250,24 @@ def test_found_ids_are_trusted_60_days(
     assert calls["audio_features"] == 0  # refreshed at day 59, still fresh
     assert report.figures["ids"]["new"] == len(found)
     assert simulator.counters()["ids_requested_total"] - ids_before == len(found)
+
+
+def test_the_injected_clock_stamps_loaded_at_in_every_dataset(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    clock = Clock(T0)  # the run's one wall clock: a replayed night is stamped as it ran
+    report = run_job(job_settings(tmp_path, simulator.url), RUN_DATE, clock=clock)
+    assert report.status == "ok"
+    for dataset in ("tracks", "recommendations", "rejects"):
+        frame = pd.read_parquet(tmp_path / "output" / dataset)
+        assert len(frame) and set(frame["loaded_at"]) == {pd.Timestamp(T0)}, dataset
+    # a run that stops at reading (no valid ID at all) stamps its rejects the same way
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"track_id": ["not-an-id"]}).to_parquet(bad, index=False)
+    with pytest.raises(InputError):
+        run_job(job_settings(tmp_path, simulator.url, input=bad), date(2025, 3, 2), clock=clock)
+    rejects = pd.read_parquet(tmp_path / "output" / "rejects" / "date=2025-03-02")
+    assert set(rejects["loaded_at"]) == {pd.Timestamp(T0)}
 
 
 def test_missing_ids_are_asked_again_after_14_days(

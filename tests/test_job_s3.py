@@ -122,7 +122,7 @@ def test_second_run_on_the_same_s3_state_exits_with_the_lock_code(
         "--config", str(cfg), "--date", RUN_DATE.isoformat(), "--no-progress", "-q",
     ]  # fmt: skip
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RECCOBEATS_")}
-    with LeaseLock(state, lease_s=300):  # a live run holds the prefix
+    with LeaseLock(state, lock_wait_s=0, lease_s=300):  # a live run holds the prefix
         proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == EXIT_LOCKED, proc.stderr
     assert "another run holds" in proc.stderr and ".lock" in proc.stderr

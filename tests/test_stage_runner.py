@@ -171,6 +171,34 @@ def test_api_errors_are_tallied_others_propagate_and_state_is_always_checkpointe
         assert len(ctx.caches.tracks) == 1
 
 
+def test_a_record_that_raises_costs_no_other_answer_and_is_raised(tmp_path: Path) -> None:
+    """Nothing fetched is lost to one failing ``record``: the chunks answered with it or
+    after it are still recorded (their stages downstream fed), then its error propagates."""
+    first_recorded = threading.Event()
+
+    def job(n: int) -> int:
+        if n:  # answered only once chunk 0's record has raised
+            assert first_recorded.wait(timeout=10)
+        return n
+
+    class Failing(ListWork):
+        def record(self, chunk: int, result: int) -> None:
+            if chunk == 0:
+                first_recorded.set()
+                raise KeyError("a bug in record")
+            super().record(chunk, result)
+
+    work = Failing([0, 1, 2], job)
+    settings = job_settings(tmp_path, API, max_concurrency=3)
+    with (
+        stage_context(settings, tmp_path / "s") as ctx,
+        pytest.raises(KeyError, match="a bug in record"),
+    ):
+        run_stages([work], ctx)
+    assert sorted(c for c, _, _ in work.recorded) == [1, 2]
+    assert work.outstanding == 0
+
+
 def _one_track_row():  # type: ignore[no-untyped-def]
     from pipeline.api.records import Artist, Track
     from pipeline.state.rows_from_records import tracks_frame

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import random
 import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -158,6 +160,21 @@ def test_retry_after_above_cap_raises_at_once(
     with pytest.raises(RateLimitedError):
         case.call(h.client)
     assert len(rsps.calls) == 1
+
+
+def test_an_http_date_retry_after_is_read_against_the_injected_wall_clock(
+    h: Harness, rsps: responses.RequestsMock
+) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)  # not today: only the injected clock gives 3600
+    settings = Settings(base_url=BASE, max_retries=0, max_retry_after_s=60.0)
+    retry_at = format_datetime(now + timedelta(hours=1), usegmt=True)
+    add_json(rsps, f"{BASE}/v1/track", {"status": 4291}, 429, headers={"Retry-After": retry_at})
+    with (
+        ReccoBeatsClient(settings, h.limiter, h.metrics, wall_clock=lambda: now) as client,
+        pytest.raises(RateLimitedError) as info,
+    ):
+        client.get_tracks([SP1])
+    assert info.value.retry_after_s == 3600.0
 
 
 @ids

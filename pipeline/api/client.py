@@ -28,6 +28,7 @@ from pipeline.api.metrics import RequestMetrics
 from pipeline.api.records import AudioFeatures, ParsedList, Track
 from pipeline.api.singleflight import SingleFlight
 from pipeline.api.transport import NOT_FOUND, Transport
+from pipeline.clock import Clock, utc_now
 from pipeline.config import http_config, retry_policy
 from pipeline.errors import APIError
 from pipeline.settings import API_MAX_RECOMMENDATION_SIZE, API_MAX_SEEDS, Settings
@@ -77,7 +78,8 @@ class ReccoBeatsClient:
     """Typed access to the ReccoBeats endpoints the pipeline uses (thread-safe).
 
     ``settings`` is read once, through ``pipeline.config`` (``http_config``,
-    ``retry_policy``). The stop signal is the limiter's (``limiter.stop``).
+    ``retry_policy``). The stop signal is the limiter's (``limiter.stop``); ``wall_clock``
+    is the run's (an HTTP-date ``Retry-After`` is read against it).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class ReccoBeatsClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
+        wall_clock: Clock = utc_now,
     ) -> None:
         self.limiter = limiter
         self.metrics = metrics if metrics is not None else RequestMetrics()
@@ -102,6 +105,7 @@ class ReccoBeatsClient:
             session=session,
             sleep=sleep,
             rng=rng if rng is not None else random.Random(),
+            wall_clock=wall_clock,
         )
         self._flight: SingleFlight[Any] = SingleFlight(
             on_shared=lambda key: self.metrics.dedup_hit(key[0])  # type: ignore[index]
@@ -132,9 +136,11 @@ class ReccoBeatsClient:
         return self._batch("audio_features", "/v1/audio-features", ids, records.parse_features_list)
 
     def get_recommendations(
-        self, seeds: Sequence[str], size: int = 20, **targets: Any
+        self, seeds: Sequence[str], size: int | None = None, **targets: Any
     ) -> list[Track]:
-        """Recommended tracks (in the API's order) for 1..5 seeds; ``size`` 1..100."""
+        """Recommended tracks (in the API's order) for 1..5 seeds; ``size`` 1..100 (``None``:
+        the ``recommendation_size`` setting)."""
+        size = self.http.recommendation_size if size is None else size
         seed_ids = _clean_ids(seeds, API_MAX_SEEDS, "seeds")
         _check_int("size", size, 1, API_MAX_RECOMMENDATION_SIZE)
         params: dict[str, Any] = {"seeds": ",".join(seed_ids), "size": size}

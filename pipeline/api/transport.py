@@ -28,7 +28,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -51,6 +50,7 @@ from pipeline.api.http import (
 from pipeline.api.inflight import AbortableAdapter, Exchange, InFlight
 from pipeline.api.limiter import RateLimiter
 from pipeline.api.metrics import AttemptToken, RequestMetrics
+from pipeline.clock import Clock, utc_now
 from pipeline.config import HttpConfig, RetryPolicy
 from pipeline.errors import (
     APIError,
@@ -108,7 +108,11 @@ def new_session(config: HttpConfig) -> requests.Session:
 
 
 class Transport:
-    """Sends one logical GET as up to ``max_retries + 1`` limiter-admitted attempts."""
+    """Sends one logical GET as up to ``max_retries + 1`` limiter-admitted attempts.
+
+    Two clocks: the limiter's (monotonic: latencies, the retry window) and ``wall_clock``,
+    the run's injected wall clock, which an HTTP-date ``Retry-After`` is measured against.
+    """
 
     def __init__(
         self,
@@ -120,9 +124,11 @@ class Transport:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
+        wall_clock: Clock = utc_now,
     ) -> None:
         self.config = config
         self.policy = policy
+        self._wall_clock = wall_clock
         self.limiter = limiter
         self.metrics = metrics
         self.stop = limiter.stop  # the run's one stop signal
@@ -266,7 +272,9 @@ class Transport:
                 status = resp.status_code
                 content_type = resp.headers.get("Content-Type", "")
                 retry_after = (
-                    parse_retry_after(resp.headers.get("Retry-After"), time.time())
+                    parse_retry_after(
+                        resp.headers.get("Retry-After"), self._wall_clock().timestamp()
+                    )
                     if status == 429
                     else None
                 )

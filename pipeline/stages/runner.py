@@ -103,7 +103,8 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
     """Run every chunk of ``works`` (most downstream first) until all are done.
 
     An ``APIError`` (a request that failed after its retries) goes to the stage's ``fail``
-    and the run goes on; anything else propagates once the running chunks have ended. A
+    and the run goes on; anything else (from a worker, or raised by ``record``/``fail``)
+    propagates once the running chunks have ended and their answers are recorded. A
     set stop event (or ``Cancelled`` from a worker) starts no new chunk, lets the running
     ones end (their waits end at once on the same event) and raises ``Cancelled``. Answers
     are journaled as they land (``SaveCadence``); ``ctx.caches.checkpoint_all`` (a full
@@ -174,7 +175,12 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
                                 unreachable = True
                                 stop.set()
                         else:
-                            failure = failure or exc
+                            failure = _first_failure(failure, exc)
+                    except Exception as err:
+                        # A record/fail that raises must not cost the other answers already
+                        # fetched (this batch's and those in flight): they are still recorded,
+                        # no new chunk starts, and ``err`` is raised once they are.
+                        failure = _first_failure(failure, err)
                     finally:
                         work.outstanding -= 1
                     bars.chunk_done(
@@ -202,6 +208,14 @@ def run_stages(works: Sequence[StageWork[Any, Any]], ctx: StageContext) -> None:
         raise cancelled
     if stop.is_set():
         raise Cancelled("stop requested")
+
+
+def _first_failure(first: BaseException | None, new: BaseException) -> BaseException:
+    """The failure the run raises: the first; a later one is logged, never dropped unseen."""
+    if first is None:
+        return new
+    log.error("another failure after %r: %r", first, new, exc_info=new)
+    return first
 
 
 def _room(ctx: StageContext, pool_size: int) -> int:

@@ -126,6 +126,7 @@ class Caches:
     features: TtlTable
     recommendations: RecommendationCache
     remote: bool = False  # on object storage: journal the tables concurrently
+    fenced: bool = False  # the state lock was lost: see ``fence``
 
     @classmethod
     def load(cls, state_dir: StateRoot, ttl: TtlConfig, clock: Clock = utc_now) -> Caches:
@@ -140,8 +141,22 @@ class Caches:
         )
 
     def checkpoint_all(self) -> dict[str, int]:
-        """Rewrite every changed table (and drop its journal); rows written per table."""
+        """Rewrite every changed table (and drop its journal); rows written per table.
+
+        Once ``fenced``, only appends what is unsaved to the journals instead.
+        """
+        if self.fenced:
+            return self.journal_all()
         return {name: table.checkpoint() for name, table in self._tables().items()}
+
+    def fence(self) -> None:
+        """From now on never rewrite a table: the state lock was lost (``lease.py``).
+
+        Why: a checkpoint deletes every journal entry it lists, and the run that took the
+        lock over appends its own there, so a rewrite would lose them. Appending still keeps
+        this run's answers, and touches no file of the new owner. Safe from any thread.
+        """
+        self.fenced = True
 
     def journal_all(self) -> dict[str, int]:
         """Append each table's unsaved rows to its journal: cheap, so after every chunk.

@@ -30,7 +30,7 @@ from pipeline.errors import StateError, StateLockedError
 from pipeline.io.atomic import TEMP_SUFFIX
 from pipeline.io.object_store import ObjectStorage
 from pipeline.io.storage import LocalStorage, Storage
-from pipeline.state.lease import LOCK_NAME, LeaseLock
+from pipeline.state.lease import LOCK_NAME, LOCK_WAIT_HINT, LeaseLock
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,16 @@ log = logging.getLogger(__name__)
 def lock_state_dir(
     store: Storage,
     *,
-    lock_wait_s: float = 0.0,
-    lease_s: float = 300.0,
+    lock_wait_s: float,
+    lease_s: float,
     clock: Clock = utc_now,
     stop: threading.Event | None = None,
 ) -> AbstractContextManager[Any]:
-    """The lock of the state root ``store``: a file lock locally, a lease on object storage."""
+    """The lock of the state root ``store``: a file lock locally, a lease on object storage.
+
+    ``lock_wait_s`` and ``lease_s`` come from ``StorageConfig`` (their defaults live in
+    ``Settings``); ``stop`` is the run's stop event, which a lost lease sets.
+    """
     if isinstance(store, LocalStorage):
         return StateLock(store.root, lock_wait_s)
     if isinstance(store, ObjectStorage):
@@ -58,7 +62,7 @@ class StateLock:
     later); a positive value waits that long first (useful when runs may just touch).
     """
 
-    def __init__(self, path: Path | str, lock_wait_s: float = 0.0) -> None:
+    def __init__(self, path: Path | str, lock_wait_s: float) -> None:
         self.path = Path(path)
         self.lock_wait_s = max(0.0, float(lock_wait_s))
         self.lock_path = self.path / LOCK_NAME
@@ -73,7 +77,7 @@ class StateLock:
             waited = f"waited {self.lock_wait_s:g}s; " if self.lock_wait_s else ""
             raise StateLockedError(
                 f"another run holds {self.lock_path}; {waited}wait for it to finish "
-                "(or raise lock_wait_s). If no run is active the lock is released "
+                f"(or {LOCK_WAIT_HINT}). If no run is active the lock is released "
                 "automatically when its process exits."
             ) from None
         except OSError as exc:
