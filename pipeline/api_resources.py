@@ -69,7 +69,9 @@ class ApiResources:
             backend=self.shared_budget,
         )
         self.metrics = RequestMetrics()
-        self.client = ReccoBeatsClient(settings, self.limiter, self.metrics)
+        self.client = ReccoBeatsClient(
+            settings, self.limiter, self.metrics, wall_clock=self._clock
+        )
         self.wall_s = 0.0
 
     def __enter__(self) -> ApiResources:
@@ -89,4 +91,5 @@ class ApiResources:
                 self._clock(),
                 concurrency=conc,
                 latency_s=self.limiter.latency_median_s or self._last_latency_s,
+                ceiling_per_window=self.limiter.config.rate_per_window,
             )

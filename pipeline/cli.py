@@ -4,7 +4,7 @@ Exit codes (documented in README): 0 ok; 2 usage, config or input error; 3 reque
 after retries (rows that succeeded are written, failures listed in the report); 4 another run
 holds the state lock; 5 state dir unusable; 6 the shared budget's Redis is unreachable;
 7 nothing could be fetched (the API never answered); 8 an output file cannot be written;
-10 request/time budget reached;
+9 the object-store state lock's lease was lost mid-run; 10 request/time budget reached;
 130 stopped by a signal; 1 unexpected.
 
 Why argparse errors are one line: a bad ``--date`` used to print the 7-line usage block before
@@ -81,7 +81,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.resources import sample_input_path
 
     return run_demo(
-        args.input or sample_input_path(), out, config_file=args.config, progress=args.progress
+        args.input or sample_input_path(),
+        out,
+        config_file=args.config,
+        progress=args.progress,
+        id_column=args.id_column,
     )
 
 

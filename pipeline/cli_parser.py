@@ -38,6 +38,9 @@ RUN_EPILOG = """exit codes:
        refused, DNS, every request failed); nothing published, one line names the URL
   8    an output file could not be written (disk full, permissions, I/O error): one
        line; the old partition stays published, answers are saved in the state dir
+  9    the object-store state lock's lease was lost mid-run (another run took it over,
+       or it could not be renewed): stopped at once, answers so far appended to the
+       state's journal; if the host pauses that long, raise RECCOBEATS_LOCK_LEASE_S
   10   --max-requests/--time-budget reached: what is done is published, the rest is
        pending for the next run
   130  stopped by Ctrl-C/SIGTERM: answers so far saved, run report with status
@@ -55,6 +58,16 @@ example:
   reccobeats-etl run --input tracks.parquet --date 2026-11-23 --rate-limit 60"""
 
 
+#: The names ``--stage`` takes (``orchestrator.STAGES``, which this module cannot import:
+#: ``--help`` must not load pandas; ``test_cli`` checks they agree).
+STAGE_CHOICES = ("resolve", "features", "recommendations", "publish")
+
+
+def _default(name: str) -> object:
+    """A setting's default for a help text, read from ``Settings`` (written there once)."""
+    return Settings.model_fields[name].default
+
+
 def _date(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -70,6 +83,15 @@ def _positive(value: str) -> float:
     if not 0 < x < math.inf:  # also refuses nan, which compares false
         raise argparse.ArgumentTypeError(f"must be a finite number > 0: {value!r}")
     return x
+
+
+def _add_id_column(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help="input column holding track IDs/URIs/URLs (default: detected, the one known ID "
+        "column name the input has, e.g. track_id or spotify_id; env: RECCOBEATS_ID_COLUMN)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -127,42 +149,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         dest="output_dir",
         metavar="DIR|URI",
-        help="output root, local or s3://bucket/prefix (default data/output; env: "
+        help=f"output root, local or s3://bucket/prefix (default {_default('output_dir')}; env: "
         "RECCOBEATS_OUTPUT_DIR)",
     )
     run.add_argument(
         "--state-dir",
         metavar="DIR|URI",
-        help="registry/caches dir, local or s3://bucket/prefix (default data/state; env: "
-        "RECCOBEATS_STATE_DIR)",
+        help="registry/caches dir, local or s3://bucket/prefix (default "
+        f"{_default('state_dir')}; env: RECCOBEATS_STATE_DIR)",
     )
     run.add_argument(
         "--date",
         dest="run_date",
         type=_date,
         metavar="YYYY-MM-DD",
-        help="partition date YYYY-MM-DD (default: today, UTC)",
+        help="partition date YYYY-MM-DD (default: today, UTC; a flag only, no env var)",
     )
     run.add_argument(
         "--base-url",
         metavar="URL",
-        help="API base URL (default https://api.reccobeats.com; env: RECCOBEATS_BASE_URL)",
+        help=f"API base URL (default {_default('base_url')}; env: RECCOBEATS_BASE_URL)",
     )
     run.add_argument(
         "--rate-limit",
         type=_positive,
         metavar="REQUESTS_PER_MIN",
-        help="global sliding-window ceiling across all endpoints",
+        help="global sliding-window ceiling across all endpoints; a rate given is the rate "
+        f"aimed at (default {_default('rate_limit'):g}, under per-endpoint seed limits; env: "
+        "RECCOBEATS_RATE_LIMIT)",
     )
     run.add_argument(
         "--max-concurrency",
         type=int,
         metavar="N",
         help=f"cap on requests in flight, 1-{MAX_CONCURRENCY} (default "
-        f"{Settings.model_fields['max_concurrency'].default}; env: RECCOBEATS_MAX_CONCURRENCY); "
+        f"{_default('max_concurrency')}; env: RECCOBEATS_MAX_CONCURRENCY); "
         "the limit in force adapts below it to rate x latency",
     )
-    run.add_argument("--id-column", metavar="NAME", help="input column holding track IDs/URIs/URLs")
+    _add_id_column(run)
     run.add_argument(
         "--no-recommendations",
         dest="recommendations",
@@ -193,9 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stage",
         dest="stages",
-        action="append",
-        choices=["resolve", "features", "recommendations", "publish"],
-        help="run only these stages (repeatable; default: all)",
+        action="extend",
+        nargs="+",
+        choices=STAGE_CHOICES,
+        metavar="STAGE",
+        help=f"run only these stages, of {', '.join(STAGE_CHOICES)}: --stage resolve "
+        "features, or the flag repeated (default: all)",
     )
     run.add_argument(
         "--shared-budget",
@@ -206,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--budget-name",
         metavar="NAME",
-        help="the shared budget's name in Redis (default reccobeats; env: RECCOBEATS_BUDGET_NAME)",
+        help=f"the shared budget's name in Redis (default {_default('budget_name')}; env: "
+        "RECCOBEATS_BUDGET_NAME)",
     )
     run.add_argument(
         "--max-requests",
@@ -226,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="lock_wait_s",
         type=float,
         metavar="SECONDS",
-        help="seconds to wait for another run's state lock (default 0: exit 4)",
+        help="seconds to wait for another run's state lock (default "
+        f"{_default('lock_wait_s'):g}: exit 4 at once; env: RECCOBEATS_LOCK_WAIT_S)",
     )
     _add_common(run)
 
@@ -243,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--input", type=Path, default=None, help="track list (default: the bundled sample)"
     )
+    _add_id_column(demo)
     _add_common(demo)
 
     from pipeline.simulator import add_simulate_arguments

@@ -98,6 +98,10 @@ class LimiterConfig:
     adaptive_concurrency: bool
     #: True when the user told the rate (then it is the rate aimed at: see ``limiter_config``).
     told_rate: bool
+    #: True when ``min_interval_s`` is the told rate's own spacing, False when it is the
+    #: configured ``min_interval_s`` (the default gap, or one given beside a told rate): the
+    #: binding-limit label must name the setting that spaces the starts (``api/binding.py``).
+    gap_from_told_rate: bool = False
 
 
 #: Told a rate, the gap between starts is one told interval plus at most this share of it as
@@ -123,7 +127,8 @@ def limiter_config(settings: Settings) -> LimiterConfig:
     told = "rate_limit" in given
     gap = settings.min_interval_s
     margin = settings.jitter_margin_s
-    if told and "min_interval_s" not in given:
+    gap_from_told_rate = told and "min_interval_s" not in given
+    if gap_from_told_rate:
         interval = 60.0 / settings.rate_limit
         # The limiter adds the margin to every gap: aim at interval + min(margin, 7.5 %).
         gap = max(0.0, interval + min(margin, TOLD_GAP_MARGIN_SHARE * interval) - margin)
@@ -138,6 +143,7 @@ def limiter_config(settings: Settings) -> LimiterConfig:
         endpoint_limits=endpoint_limits,
         adaptive_concurrency=settings.adaptive_concurrency,
         told_rate=told,
+        gap_from_told_rate=gap_from_told_rate,
         adaptive=settings.adaptive,
         decrease=settings.adaptive_decrease,
         increase_per_window=settings.adaptive_increase_per_min * per_window,
@@ -187,6 +193,8 @@ class HttpConfig:
     pool_size: int
     #: Total seconds of one attempt, connect + headers + body (``api/inflight.py``).
     request_deadline_s: float
+    #: Tracks per recommendation call when the caller names no ``size``.
+    recommendation_size: int
 
 
 def http_config(settings: Settings) -> HttpConfig:
@@ -200,6 +208,7 @@ def http_config(settings: Settings) -> HttpConfig:
         max_ids_per_call=min(settings.chunk_size, API_MAX_IDS_PER_CALL),
         pool_size=settings.max_concurrency + 2,
         request_deadline_s=settings.request_deadline_s,
+        recommendation_size=settings.recommendation_size,
     )
 
 

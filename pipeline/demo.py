@@ -40,12 +40,18 @@ def _endpoint_names() -> tuple[str, ...]:
 
 
 def run_demo(
-    input_path: Path, out: Path, *, config_file: Path | None = None, progress: bool | None = None
+    input_path: Path,
+    out: Path,
+    *,
+    config_file: Path | None = None,
+    progress: bool | None = None,
+    id_column: str | None = None,
 ) -> int:
     sim_config = SimulatorConfig(rate_per_window=DEMO_RATE_PER_MIN, window_s=60.0, burst=5)
     with SimulatorServer(sim_config) as server:
         settings = load_settings(
-            demo_settings_overrides(server.url, input_path, out), config_file=config_file
+            {**demo_settings_overrides(server.url, input_path, out), "id_column": id_column},
+            config_file=config_file,
         )
         run_date = datetime.now(UTC).date()
         report = run_job(settings, run_date, progress=progress)

@@ -61,7 +61,13 @@ from pipeline.run_figures import (
     dry_run_report,
     planned_requests,
 )
-from pipeline.run_guards import interrupted_base, nothing_fetched, stage_notes
+from pipeline.run_guards import (
+    interrupted_base,
+    interrupted_ids,
+    nothing_fetched,
+    nothing_resolved,
+    stage_notes,
+)
 from pipeline.settings import Settings
 from pipeline.stages.budget import RunBudget
 from pipeline.stages.context import StageContext
@@ -131,6 +137,10 @@ def run_job(
             held.on_lost(caches.fence)  # a lost lease: stop rewriting the new owner's state
         if dry_run:
             return dry_run_report(settings, run_date, run_id, batch, distinct, caches, state_dir)
+        known_before = caches.registry.known(distinct, count=False)
+        unready = nothing_resolved(stages, offline, len(distinct), len(known_before))
+        if unready is not None:
+            raise unready
         with ApiResources(settings, state_dir, stop, clock) as api:
             budget = RunBudget(
                 max_requests=settings.max_requests,
@@ -141,8 +151,7 @@ def run_job(
             config = stage_config(settings)
             planned = planned_requests(batch, distinct, caches, config) if show else None
             ctx = StageContext(api.client, caches, config, api.stop, show, budget, planned)
-            resolved_before = len(resolved_ids(caches, distinct))
-            notes = stage_notes(stages, offline, len(distinct), resolved_before)
+            notes = stage_notes(stages, offline, len(distinct), len(known_before))
             try:
                 fetched = _fetch(set(stages), batch, distinct, ctx, offline=offline)
             except Cancelled as exc:
@@ -151,8 +160,10 @@ def run_job(
                 lost = _lost_cause(api, held)
                 if lost is not None and lost is not exc:
                     raise lost from exc  # Redis or the state lock went away: exit 6 or 9
+                known_now = caches.registry.known(distinct, count=False)
+                ids = interrupted_ids(len(distinct), known_before, known_now)
                 base = interrupted_base(
-                    run_id, run_date, started, stages, batch, len(distinct), api.metrics.snapshot()
+                    run_id, run_date, started, stages, batch, ids, api.metrics.snapshot()
                 )
                 exc.report_path = _write_figures(
                     base, settings, api, caches, storage, time.monotonic() - t0

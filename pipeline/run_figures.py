@@ -29,7 +29,7 @@ from pipeline.state.caches import Caches
 from pipeline.state.learned_rate import (
     load_learned_concurrency,
     load_learned_latency,
-    load_learned_rate,
+    load_learned_limit,
 )
 
 
@@ -126,7 +126,7 @@ def dry_run_report(
     """The plan without a request: calls per endpoint, the ETA, and the runs a budget needs.
 
     The ETA is the larger of two bounds: calls over the rate each endpoint's limits allow
-    (the learned rate when the state holds one and it is lower), as ``floor_seconds``
+    (the rate the limiter learned after 429s, when it is lower), as ``floor_seconds``
     computes it, and, once a run has saved its median latency L, calls x L over the requests
     in flight the run will hold (the learned limit, else the cap; Little's law). Why the
     second: at production latencies (20-140 s) a 16-in-flight run is bound by 16 / L, and a
@@ -136,7 +136,8 @@ def dry_run_report(
     plan = plan_figures(batch.rows, distinct, caches, stage_config(settings))
     expected = plan["calls_expected"]
     total = sum(expected.values())
-    eta_s = floor_seconds(expected, settings, _learned_rate_per_min(settings, state_dir))
+    learned = _learned_rate_per_min(settings, state_dir)
+    eta_s = floor_seconds(expected, settings, learned)
     latency = load_learned_latency(state_dir)
     in_flight = _planned_in_flight(settings, state_dir)
     if latency is not None and total:
@@ -160,6 +161,8 @@ def dry_run_report(
             "latency_s": latency,  # the last run's median answer latency (None: not known)
             "in_flight": in_flight,
             "rate_limit_per_min": settings.rate_limit,
+            # what the adaptive limiter learned (429s held it below its ceiling), if lower
+            "learned_rate_per_min": learned,
             "budget": {
                 "max_requests": settings.max_requests,
                 "time_budget_s": settings.time_budget,
@@ -168,7 +171,7 @@ def dry_run_report(
             "calls_tonight": tonight,
             **binding_limit(
                 limiter_config(settings),
-                rate_per_window=_learned_rate_per_window(settings, state_dir),
+                rate_per_window=None if learned is None else learned * settings.window_s / 60.0,
                 in_flight_limit=in_flight,
                 latency_s=latency,
                 endpoints=[ep for ep, n in expected.items() if n],
@@ -185,15 +188,17 @@ def _planned_in_flight(settings: Settings, state_dir: Storage) -> int:
     return min(settings.max_concurrency, learned or settings.max_concurrency)
 
 
-def _learned_rate_per_window(settings: Settings, state_dir: Storage) -> float | None:
-    per_min = _learned_rate_per_min(settings, state_dir)
-    return None if per_min is None else per_min * settings.window_s / 60.0
-
-
 def _learned_rate_per_min(settings: Settings, state_dir: Storage) -> float | None:
+    """The rate the adaptive limiter learned (``load_learned_limit``) when it is below
+    tonight's configured one; ``None`` otherwise.
+
+    Why not the saved rate as such: a run without a 429 saves the rate it was told, and
+    taken as "learned" that planned a told 600/min at last night's told 120/min.
+    """
     if not settings.adaptive:
         return None
-    learned = load_learned_rate(state_dir)  # per window
+    learned = load_learned_limit(state_dir)  # per window
     if learned is None:
         return None
-    return min(settings.rate_limit, learned * 60.0 / settings.window_s)
+    per_min = learned * 60.0 / settings.window_s
+    return per_min if per_min < settings.rate_limit else None

@@ -43,7 +43,10 @@ def test_told_rate_survives_replace_and_explicit_limits_still_win() -> None:
     assert config.min_interval_s == 0.5
     assert "tracks" in config.endpoint_limits
     assert binding_limit(config)["binding_limit"] == "endpoint recommendation"  # a seed
-    assert binding_limit(config, endpoints=["tracks"])["binding_limit"].startswith("spacing")
+    # the gap given beside the told rate is the setting's (0.5 s), not the told 0.2 s spacing
+    assert binding_limit(config, endpoints=["tracks"])["binding_limit"] == (
+        "global gap (min_interval_s) 0.52 s"
+    )
 
 
 def test_a_learned_rate_below_the_told_one_is_named_as_learned() -> None:
@@ -60,3 +63,15 @@ def test_in_flight_bound_is_named_when_it_binds() -> None:
     fig = binding_limit(config, in_flight_limit=4, latency_s=2.0)
     assert fig["binding_limit"] == "4 in flight x 2 s latency"
     assert fig["binding_rate_per_min"] == 120
+
+
+def test_a_given_min_interval_beside_a_told_rate_is_named_as_the_setting_not_the_rate() -> None:
+    """Told 120/min (0.5 s apart) with min_interval_s = 1.0: the 1.02 s gap binds, and the
+    label used to say "spacing at the told rate", sending the user to --rate-limit."""
+    config = limiter_config(Settings(rate_limit=120, min_interval_s=1.0))
+    fig = binding_limit(config)
+    assert fig["binding_limit"] == "global gap (min_interval_s) 1.02 s"
+    assert fig["binding_rate_per_min"] == pytest.approx(58.82)
+    assert "told rate" not in fig["binding_limit"]
+    untold = binding_limit(limiter_config(Settings()), endpoints=[])
+    assert "global gap (min_interval_s) 0.27 s" in untold["limits_per_min"]

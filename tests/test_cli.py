@@ -226,3 +226,10 @@ def test_python_m_pipeline_run_in_a_subprocess(tmp_path: Path, simulator: Simula
     assert simulator.counters()["requests_total"] > 0
     tracks = pd.read_parquet(tmp_path / "out" / "tracks")
     assert len(tracks) == 305
+
+
+def test_the_stage_flag_takes_exactly_the_stages_the_job_has() -> None:
+    from pipeline.cli_parser import STAGE_CHOICES
+    from pipeline.orchestrator import STAGES
+
+    assert STAGE_CHOICES == STAGES

@@ -198,14 +198,75 @@ def test_an_all_rejected_input_keeps_a_published_date_and_writes_a_new_ones_reje
 # -- stage semantics and dry runs ---------------------------------------------------------
 
 
-def test_stage_features_on_an_empty_state_says_what_it_needed(
+def test_stage_features_on_an_empty_state_is_one_usage_error_naming_resolve(
     tmp_path: Path, simulator: SimulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*run_args(tmp_path, simulator.url), "--stage", "features"]) == 0
+    """It used to end ``ok`` with "0 new": a success that fetched nothing."""
+    assert main([*run_args(tmp_path, simulator.url), "--stage", "features"]) == EXIT_USAGE
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    assert "nothing resolved to fetch features for" in errors[0]
+    assert "--stage resolve first" in errors[0]
+    assert simulator.counters().get("requests_total", 0) == 0
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_stage_features_on_a_partly_resolved_state_says_what_it_skipped(
+    tmp_path: Path, simulator: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part = tmp_path / "part.parquet"
+    pd.read_parquet(SAMPLE_INPUT).head(40).to_parquet(part)
+    args = run_args(tmp_path, simulator.url)
+    resolve = [*args, "--stage", "resolve"]
+    resolve[resolve.index("--input") + 1] = str(part)
+    assert main(resolve) == 0
+    capsys.readouterr()
+    assert main([*args, "--stage", "features"]) == 0
     err = capsys.readouterr().err
     assert "not resolved in the state dir" in err and "--stage resolve first" in err
-    report = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    (report,) = [r for r in reports if r["stages"] == ["features"]]
     assert any("--stage resolve first" in note for note in report["notes"])
+
+
+def test_several_stages_after_one_flag_run_as_the_readme_writes_them(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """README: ``[--stage STAGE ...]``; only ``--stage a --stage b`` used to parse."""
+    assert main(run_args(tmp_path, simulator.url, "--stage", "resolve", "features")) == 0
+    (path,) = (tmp_path / "out" / "runs").glob("*.json")
+    assert json.loads(path.read_text())["stages"] == ["resolve", "features"]
+    assert simulator.counters()["by_endpoint"]["audio_features"]["requests"] > 0
+
+
+def test_demo_takes_an_id_column_as_its_errors_suggest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    songs = tmp_path / "songs.parquet"
+    ids = pd.read_parquet(SAMPLE_INPUT)["track_id"].head(3)
+    pd.DataFrame({"song": ids}).to_parquet(songs, index=False)
+    demo = ["demo", "--input", str(songs), "--output", str(tmp_path / "d"), "--no-progress"]
+    assert main(demo) == EXIT_USAGE
+    assert "--id-column" in capsys.readouterr().err  # the hint the demo could not take
+    assert main([*demo, "--id-column", "song"]) == 0
+    assert len(load_enriched(tmp_path / "d" / "output", dataset="tracks")) == 3
+
+
+def test_features_after_a_resolve_that_found_nothing_succeeds_as_the_dag_runs_them(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """The Airflow DAG runs each stage as its own task: a resolve whose IDs the API does not
+    know leaves nothing to fetch, and the features task after it is a success, not exit 2."""
+    unknown = tmp_path / "unknown.parquet"
+    ids = [f"{n:022d}".replace("0", "Z") for n in range(1, 6)]  # well formed, not in the catalog
+    pd.DataFrame({"track_id": ids, "playlist_id": "p1"}).to_parquet(unknown)
+    settings = job_settings(tmp_path, simulator.url, input=unknown)
+    resolved = run_job(settings, date(2025, 3, 1), stages=("resolve",))
+    assert resolved.figures["ids"]["missing"] == len(ids) and resolved.exit_code == 0
+    features = run_job(settings, date(2025, 3, 1), stages=("features",))
+    assert (features.status, features.exit_code) == ("ok", 0)
+    assert features.figures["features"]["asked"] == 0
+    assert features.figures["notes"] == []  # not "run --stage resolve first": it just ran
 
 
 def test_offline_publishes_from_the_state_without_a_request(

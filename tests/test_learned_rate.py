@@ -50,3 +50,18 @@ def test_learned_latency_roundtrip_and_nonsense(tmp_path: Path) -> None:
         (tmp_path / "learned_rate.json").write_text(f'{{"rate_per_window": 1, "latency_s": {bad}}}')
         assert load_learned_latency(tmp_path) is None, bad
     assert load_learned_rate(tmp_path) == 1.0  # a bad latency does not spoil the rate
+
+
+def test_a_rate_saved_at_its_ceiling_is_not_a_learned_limit(tmp_path: Path) -> None:
+    """Only a rate 429s held below the run's ceiling was learned; one saved at the ceiling is
+    what the run was told. A file from before the ceiling was saved keeps its old meaning."""
+    from pipeline.state.learned_rate import load_learned_limit
+
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    save_learned_rate(tmp_path, 120.0, when, ceiling_per_window=120.0)
+    assert load_learned_rate(tmp_path) == 120.0  # still the warm start's hint
+    assert load_learned_limit(tmp_path) is None
+    save_learned_rate(tmp_path, 60.0, when, ceiling_per_window=120.0)
+    assert load_learned_limit(tmp_path) == 60.0
+    save_learned_rate(tmp_path, 60.0, when)  # no ceiling known: as before
+    assert load_learned_limit(tmp_path) == 60.0

@@ -43,7 +43,13 @@ def binding_limit(
     gap = _gap_rate(config.min_interval_s, config.margin_s)
     if gap is not None:
         spacing = config.min_interval_s + config.margin_s
-        kind = "spacing at the told rate" if config.told_rate else "global gap"
+        # Told a rate and given min_interval_s too, the gap is the setting's, not the rate's:
+        # blaming the told rate sent users to --rate-limit, which cannot lift it.
+        kind = (
+            "spacing at the told rate"
+            if config.gap_from_told_rate
+            else "global gap (min_interval_s)"
+        )
         limits[f"{kind} {spacing:.3g} s"] = gap
     if in_flight_limit is not None and latency_s:
         limits[f"{in_flight_limit} in flight x {latency_s:.3g} s latency"] = (

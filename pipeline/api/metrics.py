@@ -95,6 +95,9 @@ class RequestMetrics:
         self._timeline: list[TimelineEntry] = []
         self._in_flight = 0
         self._peak_in_flight = 0
+        #: Clock readings of the first and the last attempt's start (None: none started).
+        self._first_start: float | None = None
+        self._last_start: float | None = None
 
     def _ep(self, endpoint: str) -> _EndpointStats:
         stats = self._stats.get(endpoint)
@@ -108,6 +111,9 @@ class RequestMetrics:
         now = self._clock()
         with self._lock:
             self._ep(endpoint).attempts += 1
+            if self._first_start is None:
+                self._first_start = now
+            self._last_start = now
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         return AttemptToken(endpoint, now)
@@ -189,17 +195,25 @@ class RequestMetrics:
             return self._in_flight
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy: ``endpoints`` (per endpoint), ``totals``, ``latency_s``..."""
+        """A JSON-ready copy: ``endpoints`` (per endpoint), ``totals``, ``latency_s``...
+
+        ``start_span_s``: seconds from the first attempt's start to the last one's (None
+        before any). Why: N starts hold N - 1 gaps, so the rate they were started at is
+        (N - 1) / span; N over the stages' wall time read above the configured rate on
+        small runs (and below it when the last answers were slow).
+        """
         with self._lock:
             endpoints = {name: s.as_dict() for name, s in sorted(self._stats.items())}
             all_latencies = [x for s in self._stats.values() for x in s.latencies]
             peak, in_flight = self._peak_in_flight, self._in_flight
+            first, last = self._first_start, self._last_start
         return {
             "endpoints": endpoints,
             "totals": _totals(endpoints.values()),
             "latency_s": latency_summary(all_latencies),
             "peak_in_flight": peak,
             "in_flight": in_flight,
+            "start_span_s": None if first is None or last is None else last - first,
         }
 
     def timeline(self) -> list[TimelineEntry]:

@@ -93,6 +93,18 @@ def limit_figures(settings: Settings, limiter: Mapping[str, Any]) -> dict[str, A
     }
 
 
+def start_rate_per_min(starts: int, span_s: float | None) -> float | None:
+    """The rate requests were started at: ``starts - 1`` gaps over the first-to-last span.
+
+    Why not starts over the stages' wall time: N starts spaced 1/R apart span (N - 1)/R, so
+    N over that read above R on small runs (4 calls at 60/min showed 77/min), and the wall
+    also holds the last answer's latency. ``None`` when fewer than two starts (no gap).
+    """
+    if starts < 2 or not span_s or span_s <= 0:
+        return None
+    return round((starts - 1) / span_s * 60.0, 2)
+
+
 def hit_rate(hits: int, misses: int) -> float | None:
     total = hits + misses
     return round(hits / total, 4) if total else None
@@ -137,9 +149,9 @@ def build_report(
                 "api_wall_s": round(api_wall_s, 3),
                 "floor_s": round(floor, 3),
                 "wall_over_floor": round(api_wall_s / floor, 3) if floor else None,
-                "effective_rate_per_min": round(attempts / api_wall_s * 60, 2)
-                if api_wall_s > 0 and attempts
-                else 0.0,
+                "effective_rate_per_min": start_rate_per_min(
+                    attempts, metrics.get("start_span_s")
+                ),
                 "configured_rate_per_min": settings.rate_limit,
             },
         }
@@ -179,8 +191,13 @@ def _fmt_rate(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
+def _fmt_per_min(x: float | None) -> str:
+    return "n/a" if x is None else f"{x}/min"
+
+
 def plan_text(report: Mapping[str, Any]) -> str:
-    """A dry run's plan: rows, IDs new/known, calls per endpoint and the ETA."""
+    """A dry run's plan: rows, IDs new/known, calls per endpoint, the ETA and, under a
+    budget, the runs it takes."""
     ids, plan, rows = report.get("ids", {}), report.get("plan", {}), report.get("rows", {})
     lines = [
         f"plan for {report.get('run_date')}: {rows.get('valid', 0)} valid rows, "
@@ -188,23 +205,53 @@ def plan_text(report: Mapping[str, Any]) -> str:
         f"{ids.get('known', 0)} known, {ids.get('new', 0)} new"
     ]
     lines += [f"  {ep:<15} at most {n} calls" for ep, n in plan.get("calls_at_most", {}).items()]
-    latency = plan.get("latency_s")
+    learned = plan.get("learned_rate_per_min")
     basis = (
-        f"the configured limits and the last run's latency ({latency:.3g} s at "
-        f"{plan.get('in_flight')} in flight)"
-        if latency
+        f"the learned rate {learned:.4g}/min (429s held the limiter below the configured "
+        f"{plan.get('rate_limit_per_min'):g}/min)"
+        if learned
         else "the configured limits"
     )
+    latency = plan.get("latency_s")
+    if latency:
+        basis += (
+            f" and the last run's latency ({latency:.3g} s at {plan.get('in_flight')} in flight)"
+        )
     lines.append(
         f"  ETA at {basis}: ~{plan.get('eta_s')} s (no request was made, nothing was written)"
     )
+    budget = budget_line(plan)
+    if budget:
+        lines.append(budget)
     if plan.get("binding_limit"):
         lines.append(binding_line(plan))
     return "\n".join(lines)
 
 
+def budget_line(plan: Mapping[str, Any]) -> str | None:
+    """``budget: this needs 8 runs of at most 5 calls (--max-requests) for the 40 expected...``
+
+    Why: a user with a budget asks how many nights the backlog takes; the plan computed it
+    (``runs_needed``) and printed only the ETA. ``None`` without a budget (one run)."""
+    budget = plan.get("budget") or {}
+    max_requests, time_budget_s = budget.get("max_requests"), budget.get("time_budget_s")
+    if not (max_requests or time_budget_s):
+        return None
+    calls = sum(int(n) for n in (plan.get("calls_expected") or {}).values())
+    each = []
+    if max_requests:
+        each.append(f"at most {max_requests} calls (--max-requests)")
+    if time_budget_s:
+        each.append(f"{time_budget_s:g} s (--time-budget)")
+    runs = int(plan.get("runs_needed") or 0)
+    return (
+        f"  budget: this needs {runs} run{'' if runs == 1 else 's'} of {' and '.join(each)} "
+        f"for the {calls} expected calls; the first makes ~{plan.get('calls_tonight', 0)}"
+    )
+
+
 def binding_line(figures: Mapping[str, Any]) -> str:
-    """``binding limit: global gap 0.27 s = 222/min (of: rate 120/min, ...)``."""
+    """``binding limit: global gap (min_interval_s) 0.27 s = 222/min (limits: ...)``."""
     limits = figures.get("limits_per_min") or {}
     others = ", ".join(f"{k} {v:g}/min" for k, v in limits.items())
     return (
@@ -284,12 +331,12 @@ def summary_text(report: Mapping[str, Any]) -> str:
         )
     floor = t.get("floor_s") or 0.0
     lines.append(
-        "wall {w:.1f}s (API stages {a:.1f}s) vs floor C/R {f:.1f}s; effective {e}/min "
+        "wall {w:.1f}s (API stages {a:.1f}s) vs floor C/R {f:.1f}s; effective {e} "
         "(configured {c}/min)".format(
             w=t.get("wall_s", 0.0),
             a=t.get("api_wall_s", 0.0),
             f=floor,
-            e=t.get("effective_rate_per_min", 0.0),
+            e=_fmt_per_min(t.get("effective_rate_per_min")),
             c=t.get("configured_rate_per_min"),
         )
     )

@@ -23,14 +23,27 @@ def load_learned_rate(state_dir: Storage | Path | str) -> float | None:
     """The saved rate (requests per window), or ``None`` when there is none or it is not a
     positive finite number."""
     data = _read(state_dir)
+    return None if data is None else _positive(data.get("rate_per_window"))
+
+
+def load_learned_limit(state_dir: Storage | Path | str) -> float | None:
+    """The saved rate (requests per window) when the limiter learned it, else ``None``.
+
+    Learned means 429s held the rate below the ceiling the run was configured with (saved
+    beside it as ``ceiling_per_window``). A run that ended at its ceiling learned nothing
+    about the server: its saved rate is only what it was told (or configured), and a dry run
+    that took it as the learned limit planned tonight's told 600/min at last night's 120/min
+    and named it "learned". Files saved before the ceiling was kept say nothing either way;
+    their rate counts as learned, as it did then (the next run rewrites the file).
+    """
+    data = _read(state_dir)
     if data is None:
         return None
-    rate = data.get("rate_per_window")
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        return None
-    if not math.isfinite(rate) or rate <= 0:
-        return None
-    return float(rate)
+    rate = _positive(data.get("rate_per_window"))
+    ceiling = _positive(data.get("ceiling_per_window"))
+    if rate is None or ceiling is None:
+        return rate
+    return rate if rate < ceiling else None
 
 
 def load_learned_concurrency(state_dir: Storage | Path | str) -> int | None:
@@ -58,6 +71,13 @@ def load_learned_latency(state_dir: Storage | Path | str) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
+def _positive(value: object) -> float | None:
+    """``value`` as a float when it is a positive finite number, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
 def _read(state_dir: Storage | Path | str) -> dict[str, object] | None:
     """The file's object, or None when it is missing or not one (quarantined if corrupt)."""
     data = read_json_safely(open_storage(state_dir), LEARNED_RATE_NAME, default=None)
@@ -70,9 +90,12 @@ def save_learned_rate(
     when: datetime,
     concurrency: int | None = None,
     latency_s: float | None = None,
+    ceiling_per_window: float | None = None,
 ) -> None:
     """Persist the limiter's effective rate (requests per window) at ``when``, and the learned
-    in-flight limit and median latency when given (issue 10)."""
+    in-flight limit and median latency when given (issue 10). ``ceiling_per_window``: the
+    rate the run was configured with, so a reader can tell a learned rate (below it) from
+    a run that ended where it was told to be (``load_learned_limit``)."""
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"learned rate must be a positive finite number, got {rate!r}")
     if when.tzinfo is None:
@@ -85,6 +108,8 @@ def save_learned_rate(
         payload["concurrency"] = int(concurrency)
     if latency_s is not None and math.isfinite(latency_s) and latency_s > 0:
         payload["latency_s"] = round(float(latency_s), 6)
+    if ceiling_per_window is not None:
+        payload["ceiling_per_window"] = float(ceiling_per_window)
     store = open_storage(state_dir)
     try:
         store.write_bytes(LEARNED_RATE_NAME, json_bytes(payload))
