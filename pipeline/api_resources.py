@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 from pipeline.state.learned_rate import (
     load_learned_concurrency,
     load_learned_latency,
-    load_learned_rate,
+    load_learned_limit,
     save_learned_rate,
 )
 
@@ -56,7 +56,9 @@ class ApiResources:
             raise
 
     def _build(self, settings: Settings, state_dir: Storage, stop: threading.Event) -> None:
-        learned = load_learned_rate(state_dir) if settings.adaptive else None
+        # Only a rate 429s held below its run's ceiling: one saved at the ceiling is what that
+        # run was told, and a warm start from it held tonight's higher told rate back.
+        learned = load_learned_limit(state_dir) if settings.adaptive else None
         conc = load_learned_concurrency(state_dir) if settings.adaptive_concurrency else None
         self._last_latency_s = load_learned_latency(state_dir)  # kept if this run sees none
         if self.shared_budget is not None and settings.adaptive:

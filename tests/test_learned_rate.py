@@ -59,9 +59,30 @@ def test_a_rate_saved_at_its_ceiling_is_not_a_learned_limit(tmp_path: Path) -> N
 
     when = datetime(2025, 1, 1, tzinfo=UTC)
     save_learned_rate(tmp_path, 120.0, when, ceiling_per_window=120.0)
-    assert load_learned_rate(tmp_path) == 120.0  # still the warm start's hint
+    assert load_learned_rate(tmp_path) == 120.0  # saved as it was
     assert load_learned_limit(tmp_path) is None
     save_learned_rate(tmp_path, 60.0, when, ceiling_per_window=120.0)
     assert load_learned_limit(tmp_path) == 60.0
     save_learned_rate(tmp_path, 60.0, when)  # no ceiling known: as before
     assert load_learned_limit(tmp_path) == 60.0
+
+
+def test_a_run_told_a_higher_rate_starts_at_it_after_a_night_that_learned_nothing(
+    tmp_path: Path,
+) -> None:
+    """Last night ran clean at its told 120/min; told 600/min tonight, the limiter used to
+    warm-start at 120 and climb. A rate 429s held below its ceiling is still the start."""
+    import threading
+
+    from pipeline.api_resources import ApiResources
+    from pipeline.clock import utc_now
+    from pipeline.settings import load_settings
+
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    tonight = load_settings({"rate_limit": 600.0, "base_url": "http://127.0.0.1:9"})
+    save_learned_rate(tmp_path, 120.0, when, ceiling_per_window=120.0)
+    with ApiResources(tonight, tmp_path, threading.Event(), utc_now) as api:
+        assert api.limiter.effective_rate == 600.0
+    save_learned_rate(tmp_path, 60.0, when, ceiling_per_window=120.0)
+    with ApiResources(tonight, tmp_path, threading.Event(), utc_now) as api:
+        assert api.limiter.effective_rate == 60.0

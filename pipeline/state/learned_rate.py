@@ -1,8 +1,10 @@
 """The limiter rate the last run settled at, kept in ``<state>/learned_rate.json``.
 
 Why: the adaptive limiter probes upwards from the configured rate; starting tonight where
-last night ended saves the probing (and its 429s). A missing or nonsensical value means
-"no memory": the limiter starts from its configuration.
+last night ended saves the probing (and its 429s). Only a rate 429s held below its run's
+ceiling (saved beside it) is such a memory (``load_learned_limit``): one saved at the
+ceiling is only what that run was told. A missing or nonsensical value means "no memory":
+the limiter starts from its configuration.
 """
 
 from __future__ import annotations
