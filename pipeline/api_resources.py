@@ -43,6 +43,7 @@ class ApiResources:
         self._settings = settings
         self._state_dir = state_dir
         self._clock = clock
+        self._fenced = False
         self.stop = stop
         # Shared budget (issue 13): the limiter's state in Redis; unreachable -> exit 6 here.
         self.shared_budget = open_shared_budget(settings, stop)
@@ -76,6 +77,11 @@ class ApiResources:
         )
         self.wall_s = 0.0
 
+    def fence(self) -> None:
+        """Save no learned rate on exit: the state lock was lost (``state/lease.py``), and the
+        state dir now belongs to the run that took it over (like ``Caches.fence``)."""
+        self._fenced = True
+
     def __enter__(self) -> ApiResources:
         self._t0 = time.monotonic()
         return self
@@ -85,7 +91,7 @@ class ApiResources:
         self.client.close()
         if self.shared_budget is not None:
             self.shared_budget.close()
-        if self._settings.adaptive:
+        if self._settings.adaptive and not self._fenced:
             conc = self.limiter.learned_concurrency if self._settings.adaptive_concurrency else None
             save_learned_rate(
                 self._state_dir,

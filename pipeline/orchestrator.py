@@ -142,6 +142,8 @@ def run_job(
         if unready is not None:
             raise unready
         with ApiResources(settings, state_dir, stop, clock) as api:
+            if isinstance(held, LeaseLock):
+                held.on_lost(api.fence)  # nor its learned rate
             budget = RunBudget(
                 max_requests=settings.max_requests,
                 time_budget_s=settings.time_budget,

@@ -26,6 +26,7 @@ from pipeline.orchestrator import run_job
 from pipeline.settings import Settings
 from pipeline.simulator import SimulatorServer
 from pipeline.state.caches import Caches
+from pipeline.state.learned_rate import LEARNED_RATE_NAME
 from pipeline.state.lease import LOCK_NAME, LeaseLock
 from pipeline.state.lock import StateLock
 from pipeline.stop import StopSignal, aborts
@@ -254,12 +255,13 @@ def test_a_run_whose_lease_is_lost_stops_saves_by_appending_only_and_exits_9(
 
     monkeypatch.setattr("pipeline.orchestrator.lock_state_dir", lease_on_memory)
     monkeypatch.setattr(Caches, "journal_all", save_then_lose_the_lease)
-    settings = job_settings(tmp_path, simulator.url, max_concurrency=1)
+    settings = job_settings(tmp_path, simulator.url, max_concurrency=1, adaptive=True)
     with pytest.raises(StateLockLostError, match="another run took over") as info:
         run_job(settings, date(2025, 3, 1), clock=clock)
     assert exit_code_for(info.value) == EXIT_LOCK_LOST
     state = tmp_path / "state"
     assert not list(state.glob("*.parquet"))  # no checkpoint rewritten after the loss
     assert list(state.glob("registry.parquet.journal/*.parquet"))  # answers appended
+    assert not (state / LEARNED_RATE_NAME).exists()  # nor the successor's learned rate
     asked = simulator.counters()["requests_total"]
     assert asked < ceil40(len(set(sample_frame()["spotify_id"].dropna())))  # stopped early
