@@ -149,7 +149,7 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
     import json
 
     from jobs.nightly_enrich import run_nightly
-    from pipeline import ConfigError, InputError, load_settings
+    from pipeline import ConfigError, InputError, NothingResolvedError, load_settings
 
     kwargs: dict[str, Any] = {} if stages is None else {"stages": stages}
     overrides = setting_overrides()
@@ -163,6 +163,11 @@ def run_stage(run_date: str, stages: tuple[str, ...] | None, *, dry_run: bool = 
             **kwargs,
             **overrides,
         )
+    except NothingResolvedError as exc:
+        # Upstream here is always a resolve task that succeeded: one its budget stopped
+        # before any answer (exit 10, more to do). Nothing to fetch yet is no failure.
+        log.warning("reccobeats %s %s: %s", "+".join(stages or ("all",)), run_date, exc)
+        return {"more_to_do": True, "skipped": str(exc)}
     except (InputError, ConfigError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     # The XCom copy leaves out the per-request timeline (it grows with the run and already sits

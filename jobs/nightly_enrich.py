@@ -8,8 +8,10 @@ same partitions.
 
     python -m jobs.nightly_enrich --date 2026-11-20 [--stage resolve ...] [--config etl.toml]
 
-Exit codes are the pipeline's (``pipeline.errors``): 0 ok, 2 bad input/config, 3 partial (API
-failures after retries), 4 state locked by another run, 5 state dir unusable, 130 cancelled.
+Exit codes are the pipeline's (``pipeline.errors.EXIT_CODES``, the README's table): 0 ok, 2 bad
+input/config, 3 partial (API failures after retries), 4 state locked by another run, 5 state
+dir unusable, 6 shared budget lost, 7 nothing fetched, 8 output not writable, 9 state lock's
+lease lost, 10 budget reached, 130 cancelled.
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ RUN_EPILOG = """exit codes:
   8    an output file could not be written (disk full, permissions, I/O error): one
        line; the old partition stays published, answers are saved in the state dir
   9    the object-store state lock's lease was lost mid-run (another run took it over,
-       or it could not be renewed): stopped at once, answers so far appended to the
-       state's journal; if the host pauses that long, raise RECCOBEATS_LOCK_LEASE_S
+       or it could not be renewed): stopped at once, nothing published, answers so far
+       appended to the state's journal; if the host pauses that long, raise
+       RECCOBEATS_LOCK_LEASE_S
   10   --max-requests/--time-budget reached: what is done is published, the rest is
        pending for the next run
   130  stopped by Ctrl-C/SIGTERM: answers so far saved, run report with status

@@ -101,7 +101,7 @@ class LimiterConfig:
     #: True when ``min_interval_s`` is the told rate's own spacing, False when it is the
     #: configured ``min_interval_s`` (the default gap, or one given beside a told rate): the
     #: binding-limit label must name the setting that spaces the starts (``api/binding.py``).
-    gap_from_told_rate: bool = False
+    gap_from_told_rate: bool
 
 
 #: Told a rate, the gap between starts is one told interval plus at most this share of it as

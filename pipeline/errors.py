@@ -5,6 +5,7 @@ Callers catch the narrowest class they can act on; the CLI maps each branch to a
 
     ReccoBeatsError
     ├── ConfigError              a setting is invalid                         exit 2
+    │   └── NothingResolvedError features/recommendations run alone before resolve
     ├── InputError               the input cannot be read or has no usable IDs exit 2
     ├── StateError               the state dir is unusable                    exit 5
     │   └── StateLockedError     another run holds the state lock             exit 4
@@ -51,6 +52,16 @@ class ReccoBeatsError(Exception):
 
 class ConfigError(ReccoBeatsError):
     """A setting is invalid; the message names it."""
+
+
+class NothingResolvedError(ConfigError):
+    """``--stage features`` / ``recommendations`` run alone on IDs the registry knows none of.
+
+    For a user at a terminal it is a usage error: the resolve stage has not run. Its own
+    class because the Airflow DAG meets it legitimately: a resolve task stopped by its budget
+    before any answer came back succeeds with more to do, and the features task after it has
+    nothing to fetch yet, which is no failure (``airflow_dags/``).
+    """
 
 
 class InputError(ReccoBeatsError):

@@ -107,14 +107,17 @@ def run_job(
 ) -> RunReport:
     """Run the job for ``run_date``; see the module docstring for the stage semantics.
 
-    Raises ``InputError``/``ConfigError`` for unusable input or settings and
-    ``StateLockedError`` when another run holds the state dir. Requests that fail after
-    their retries do not raise: the run finishes, writes what it has, and returns
-    ``status="partial"`` with exit code 3 and the failures listed in the report. When
-    requests were made and not one was answered, ``NothingFetchedError`` (exit 7) is raised
-    and nothing is published. ``offline``: no request; publish from the state dir only.
-    A dry run writes nothing (no state dir, lock or rejects). A stop (``Cancelled``) writes
-    the run report with status ``interrupted`` first (its path on ``exc.report_path``).
+    Raises ``InputError``/``ConfigError`` for unusable input or settings (among them
+    ``NothingResolvedError``: features/recommendations alone on IDs never resolved),
+    ``StateLockedError`` when another run holds the state dir and ``StateLockLostError``
+    (exit 9, nothing published) when its lease on object storage is lost mid-run.
+    Requests that fail after their retries do not raise: the run finishes, writes what it
+    has, and returns ``status="partial"`` with exit code 3 and the failures listed in the
+    report. When requests were made and not one was answered, ``NothingFetchedError``
+    (exit 7) is raised and nothing is published. ``offline``: no request; publish from the
+    state dir only. A dry run writes nothing (no state dir, lock or rejects). A stop
+    (``Cancelled``) writes the run report with status ``interrupted`` first (its path on
+    ``exc.report_path``).
     """
     storage = _open_storage(settings)
     _check_call(settings, stages, dry_run, storage)
@@ -158,8 +161,13 @@ def run_job(
                 fetched = _fetch(set(stages), batch, distinct, ctx, offline=offline)
             except Cancelled as exc:
                 log.warning("run %s: stop requested; checkpointing state", run_id)
-                caches.checkpoint_all()
                 lost = _lost_cause(api, held)
+                try:
+                    caches.checkpoint_all()
+                except (OSError, StateError) as err:
+                    if lost is None:
+                        raise
+                    raise lost from err  # the store that lost the lease is down: still exit 9
                 if lost is not None and lost is not exc:
                     raise lost from exc  # Redis or the state lock went away: exit 6 or 9
                 known_now = caches.registry.known(distinct, count=False)
@@ -174,6 +182,7 @@ def run_job(
             dead = nothing_fetched(api.metrics.snapshot(), fetched.failures, settings.base_url)
             if dead is not None:
                 raise dead
+        _raise_if_lost(held)  # the date may be another run's to publish now
         base = base_figures(run_id, run_date, started, stages, batch, distinct, fetched, STAGES)
         base["budget"] = budget_figures(budget, settings)
         base["notes"] = notes
@@ -205,6 +214,7 @@ def run_job(
                 run_id, budget.reached, budget.spent, base.get("pending", "?"),
                 base["pending_playlists"],
             )  # fmt: skip
+        _raise_if_lost(held)  # lost while publishing: the report must not say ok
         figures = _figures(base, settings, api, caches, storage, time.monotonic() - t0)
         figures["timeline"] = api.metrics.timeline()
         try:
@@ -246,6 +256,14 @@ def _lost_cause(api: ApiResources, held: object) -> Cancelled | None:
     if api.shared_budget is not None and api.shared_budget.lost is not None:
         return api.shared_budget.lost
     return held.lost if isinstance(held, LeaseLock) else None
+
+
+def _raise_if_lost(held: object) -> None:
+    """Raise the lost lease of ``held`` (exit 9): a loss after the last stage's answers sets
+    a stop nothing waits on any more, and publishing on would write a date, and a report
+    saying ok, that another run may be writing now."""
+    if isinstance(held, LeaseLock) and held.lost is not None:
+        raise held.lost
 
 
 def _check_call(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.errors import EXIT_CANCELLED, ConfigError, NothingFetchedError
+from pipeline.errors import EXIT_CANCELLED, NothingFetchedError, NothingResolvedError
 from pipeline.io.reader import InputBatch
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def nothing_fetched(
 
 def nothing_resolved(
     stages: Collection[str], offline: bool, distinct: int, known: int
-) -> ConfigError | None:
+) -> NothingResolvedError | None:
     """The error to stop with when features/recommendations run alone on IDs the resolve
     stage never saw: the registry knows none of them, found or missing (``known`` = 0).
 
@@ -64,7 +64,7 @@ def nothing_resolved(
     needs = sorted(asked & {"features", "recommendations"})
     if offline or known or not distinct or not needs or asked & {"resolve", "publish"}:
         return None
-    return ConfigError(
+    return NothingResolvedError(
         f"setting 'stages': nothing resolved to fetch {' and '.join(needs)} for: none of "
         f"the {distinct} distinct IDs is in the state dir's registry (the resolve stage has "
         "not run on this input); run --stage resolve first"

@@ -32,6 +32,7 @@ PLAIN_LIMITER = LimiterConfig(
     probe_429_budget=0.01,
     adaptive_concurrency=False,
     told_rate=False,
+    gap_from_told_rate=False,
 )
 
 

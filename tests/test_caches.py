@@ -18,7 +18,7 @@ from pipeline.state.caches import (
     features_cache,
     tracks_cache,
 )
-from pipeline.state.rows_from_records import recommendation_rows
+from pipeline.state.rows_from_records import missing_features_frame, recommendation_rows
 from tests.state_support import FakeClock
 
 
@@ -120,3 +120,25 @@ def test_feature_columns_match_records() -> None:
     from pipeline.state.caches import FEATURE_COLUMNS
 
     assert tuple(records.FEATURE_COLUMNS) == FEATURE_COLUMNS
+
+
+def test_a_fence_set_during_a_checkpoint_spares_the_tables_not_yet_rewritten(
+    tmp_path: Path, clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease lost while the run checkpoints: the tables after the one being rewritten are
+    only journaled (a rewrite deletes the journal entries the new owner appends)."""
+    caches = Caches.load(tmp_path, ttl_config(Settings()), clock)
+    caches.registry.record_found({"21qnJAMtzC6S5SESuqQLEK": "rb-1"})
+    caches.features.put(missing_features_frame(["rb-1"], {"rb-1": "21qnJAMtzC6S5SESuqQLEK"}))
+    checkpoint = type(caches.registry).checkpoint
+
+    def rewrite_then_lose_the_lease(registry: object) -> int:
+        written = checkpoint(registry)
+        caches.fence()  # the heartbeat, meanwhile
+        return written
+
+    monkeypatch.setattr(type(caches.registry), "checkpoint", rewrite_then_lose_the_lease)
+    caches.checkpoint_all()
+    assert (tmp_path / "registry.parquet").exists()  # rewritten before the fence
+    assert not (tmp_path / "features.parquet").exists()  # after it: journaled only
+    assert list(tmp_path.glob("features.parquet.journal/*.parquet"))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import orchestrator
 from pipeline.errors import (
     EXIT_LOCK_LOST,
     Cancelled,
@@ -202,9 +203,10 @@ def test_a_lease_that_cannot_be_renewed_in_time_stops_the_run_before_it_expires(
     held._beat()  # the next beat would come at the expiry: another run may take over then
     assert aborts(stop)
     assert held.lost is not None and "connection reset" in str(held.lost)
-    store.down = None
+    # The store is still down when the run leaves the lock: releasing fails too, and that
+    # error used to replace the loss (exit 1 instead of 9).
     with pytest.raises(StateLockLostError, match="could not be renewed"):
-        held.__exit__(None, None, None)
+        held.__exit__(Cancelled, Cancelled("stop requested"), None)
 
 
 def test_renewals_keep_the_lease_alive() -> None:
@@ -265,3 +267,33 @@ def test_a_run_whose_lease_is_lost_stops_saves_by_appending_only_and_exits_9(
     assert not (state / LEARNED_RATE_NAME).exists()  # nor the successor's learned rate
     asked = simulator.counters()["requests_total"]
     assert asked < ceil40(len(set(sample_frame()["spotify_id"].dropna())))  # stopped early
+
+
+@pytest.mark.integration
+def test_a_lease_lost_after_the_last_answer_publishes_nothing_and_exits_9(
+    tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost once every stage is done, the stop it sets has nobody left to wait on it: the run
+    used to publish the date and write an ``ok`` report, then exit 9 leaving the lock."""
+    store, clock = MemoryLockStore(), FakeClock()
+    held: list[LeaseLock] = []
+
+    def lease_on_memory(_state: object, **kw: Any) -> LeaseLock:
+        held.append(LeaseLock(store, heartbeat=False, **kw))
+        return held[0]
+
+    nothing_fetched = orchestrator.nothing_fetched
+
+    def lose_the_lease_then_check(*args: Any) -> object:
+        clock.advance(seconds=held[0].lease.total_seconds() * 2)  # paused past the lease
+        lease(store, clock).__enter__()  # a successor takes the lock over
+        held[0]._renew()  # the heartbeat's next beat sees it
+        return nothing_fetched(*args)
+
+    monkeypatch.setattr(orchestrator, "lock_state_dir", lease_on_memory)
+    monkeypatch.setattr(orchestrator, "nothing_fetched", lose_the_lease_then_check)
+    with pytest.raises(StateLockLostError, match="another run took over"):
+        run_job(job_settings(tmp_path, simulator.url), date(2025, 3, 1), clock=clock)
+    assert simulator.counters()["requests_total"] > 0  # every stage ran
+    out = tmp_path / "output"
+    assert not (out / "tracks").exists() and not (out / "runs").exists()

@@ -15,7 +15,7 @@ from pipeline.errors import InputError
 from pipeline.io.contract import REJECTS_COLUMNS, rejects_for_contract
 from pipeline.io.manifest import MANIFEST_FILE
 from pipeline.io.reader import InputBatch, check_playlist_column, read_input
-from pipeline.io.writer import load_enriched, rejects_path, write_rejects
+from pipeline.io.writer import load_enriched, write_rejects
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tracks.parquet"
 A = "21qnJAMtzC6S5SESuqQLEK"
@@ -337,37 +337,41 @@ def test_id_column_type_conflict_across_files(tmp_path: Path) -> None:
         read_input(tmp_path)
 
 
-# -- rejects file -------------------------------------------------------------------------------
+# -- rejects partition ----------------------------------------------------------------------------
 
 
-def test_write_rejects_atomic_and_typed(tmp_path: Path) -> None:
+def _contract(rejects: pd.DataFrame) -> pd.DataFrame:
+    return rejects_for_contract(rejects, "run-1", datetime(2024, 5, 1, tzinfo=UTC))
+
+
+def test_write_rejects_replaces_the_date_and_keeps_the_input_as_text(tmp_path: Path) -> None:
     batch = read_input(SAMPLE)
-    path = rejects_path(tmp_path, date(2024, 5, 1))
+    day = date(2024, 5, 1)
+    write_rejects(_contract(batch.rejects), tmp_path, day)
+    path = write_rejects(_contract(batch.rejects.iloc[:1]), tmp_path, day)  # replaces
     assert path == tmp_path / "rejects" / "date=2024-05-01" / "part-0.parquet"
-    write_rejects(batch.rejects, path)
-    write_rejects(batch.rejects.iloc[:1], path)  # replaces
     back = pd.read_parquet(path)
-    assert len(back) == 1 and back["row_number"].dtype == "int64"
+    assert len(back) == 1 and back["row_number"].dtype == "Int64"  # like every dataset
     assert back["reason"].tolist() == batch.rejects["reason"].tolist()[:1]
-    assert [p.name for p in path.parent.iterdir()] == ["part-0.parquet"]
-    table = pq.read_table(path)
-    assert all(pa.types.is_string(f.type) for f in table.schema if f.name != "row_number")
+    assert sorted(p.name for p in path.parent.iterdir()) == [MANIFEST_FILE, "part-0.parquet"]
+    extra = json.loads(back["input_extra"].iloc[0])
+    assert all(v is None or isinstance(v, str) for v in extra.values())  # input as text
 
 
 def test_write_rejects_empty(tmp_path: Path) -> None:
     f = write(tmp_path / "in.parquet", {"track_id": [A]})
     batch = read_input(f)
-    out = write_rejects(batch.rejects, tmp_path / "out" / "rejects.parquet")
-    assert pd.read_parquet(out).columns.tolist() == ["track_id", "row_number", "reason"]
+    out = write_rejects(_contract(batch.rejects), tmp_path, date(2024, 5, 1))
+    back = pd.read_parquet(out)
+    assert back.empty and back.columns.tolist() == list(REJECTS_COLUMNS)
 
 
 def test_write_rejects_into_output_dir_by_date(tmp_path: Path) -> None:
     """A date's rejects are a partition like every dataset's: contract columns, a manifest
     that ``load_enriched`` checks."""
     batch = read_input(SAMPLE)
-    rejects = rejects_for_contract(batch.rejects, "run-1", datetime(2024, 5, 1, tzinfo=UTC))
-    out = write_rejects(rejects, tmp_path, date(2024, 5, 1), run_id="run-1")
-    assert out == rejects_path(tmp_path, date(2024, 5, 1))
+    out = write_rejects(_contract(batch.rejects), tmp_path, date(2024, 5, 1), run_id="run-1")
+    assert isinstance(out, Path)
     assert len(pd.read_parquet(out)) == 3
     manifest = json.loads((out.parent / MANIFEST_FILE).read_text())["content"]
     assert manifest["run_id"] == "run-1" and manifest["rows"] == 3

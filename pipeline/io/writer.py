@@ -38,12 +38,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
-from pipeline.io.atomic import TEMP_SUFFIX, atomic_write
-from pipeline.io.contract import LOADED_AT_TYPE, REJECTS_SCHEMA
+from pipeline.io.atomic import TEMP_SUFFIX
+from pipeline.io.contract import REJECTS_SCHEMA
 from pipeline.io.manifest import MANIFEST_FILE, check_manifest, manifest_bytes, partition_manifest
 from pipeline.io.publish_local import PART_FILE, STALE_AFTER_S, publish_local
 from pipeline.io.publish_object import committed_partitions, publish_object, read_committed
-from pipeline.io.reader import ROW_NUMBER
 from pipeline.io.schemas import PARTITION_COLUMN, STATUSES, nullable_types_mapper
 from pipeline.io.storage import LocalStorage, Storage, open_storage
 
@@ -197,36 +196,15 @@ def _check_statuses(table: pa.Table) -> None:
 # -- rejects --------------------------------------------------------------------------------
 
 
-def rejects_path(output_dir: Path, run_date: date) -> Path:
-    """``<output>/rejects/date=YYYY-MM-DD/part-0.parquet`` (built from the date only; the
-    same file name as every dataset's partition, issue 12)."""
-    return Path(output_dir) / _rejects_name(run_date)
-
-
-def _rejects_name(run_date: date) -> str:
-    return f"rejects/date={run_date.isoformat()}/{PART_FILE}"
-
-
 def write_rejects(
-    rejects: pd.DataFrame, path: Output, run_date: date | None = None, *, run_id: str | None = None
+    rejects: pd.DataFrame, output_dir: Output, run_date: date, *, run_id: str | None = None
 ) -> Path | str:
-    """Write ``rejects``, replacing the target; returns the Parquet file written (a ``Path``,
-    or a URI on object storage).
-
-    ``write_rejects(rejects, file)`` writes the local ``file`` atomically: every column text
-    except ``row_number`` (int64). ``write_rejects(rejects, output, run_date)`` publishes
-    the contract's rejects (``contract.REJECTS_SCHEMA``) as the ``rejects`` date partition,
-    like every dataset: atomic, with the ``_manifest.json`` that ``load_enriched`` checks.
-    An empty frame still writes a file, so "no rejects today" is distinguishable from "the
-    job did not run".
-    """
-    if run_date is None:
-        schema = pa.schema([pa.field(c, _rejects_type(c)) for c in rejects.columns])
-        table = pa.Table.from_pandas(rejects, schema=schema, preserve_index=False)
-        target = Path(path) if not isinstance(path, Storage) else Path(path.uri())
-        atomic_write(target, lambda f: pq.write_table(table, f))
-        return target
-    where = write_partition(rejects, path, "rejects", run_date, REJECTS_SCHEMA, run_id=run_id)
+    """Publish the contract's rejects (``contract.REJECTS_SCHEMA``) as the ``rejects`` date
+    partition, like every dataset: atomic, with the ``_manifest.json`` that ``load_enriched``
+    checks. Returns the Parquet file (a ``Path``, or a URI on object storage). An empty
+    frame still writes a file, so "no rejects today" is distinguishable from "the job did
+    not run"."""
+    where = write_partition(rejects, output_dir, "rejects", run_date, REJECTS_SCHEMA, run_id=run_id)
     return where / PART_FILE if isinstance(where, Path) else f"{where}/{PART_FILE}"
 
 
@@ -237,13 +215,6 @@ def has_partition(output_dir: Output, dataset: str, run_date: date) -> bool:
     if isinstance(store, LocalStorage):
         return store.path(name).is_dir()
     return name in committed_partitions(store, dataset)
-
-
-def _rejects_type(column: str) -> pa.DataType:
-    # The contract's rejects (io/contract.py) carry a load timestamp; all else is text.
-    if column == ROW_NUMBER:
-        return pa.int64()
-    return LOADED_AT_TYPE if column == "loaded_at" else pa.string()
 
 
 # -- reading back ---------------------------------------------------------------------------

@@ -143,18 +143,22 @@ class Caches:
     def checkpoint_all(self) -> dict[str, int]:
         """Rewrite every changed table (and drop its journal); rows written per table.
 
-        Once ``fenced``, only appends what is unsaved to the journals instead.
+        Once ``fenced``, only appends what is unsaved to the journals instead; the flag is
+        read again before each table, so a fence set during a checkpoint spares the tables
+        not yet rewritten (one in progress finishes: closing that needs fencing tokens).
         """
-        if self.fenced:
-            return self.journal_all()
-        return {name: table.checkpoint() for name, table in self._tables().items()}
+        return {
+            name: table.journal() if self.fenced else table.checkpoint()
+            for name, table in self._tables().items()
+        }
 
     def fence(self) -> None:
         """From now on never rewrite a table: the state lock was lost (``lease.py``).
 
         Why: a checkpoint deletes every journal entry it lists, and the run that took the
         lock over appends its own there, so a rewrite would lose them. Appending still keeps
-        this run's answers, and touches no file of the new owner. Safe from any thread.
+        this run's answers, and touches no file of the new owner. Safe from any thread; a
+        checkpoint already running stops rewriting at its next table.
         """
         self.fenced = True
 

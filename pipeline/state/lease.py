@@ -123,9 +123,16 @@ class LeaseLock:
         if not self.locked:
             return
         self.locked = False
-        current = self._read()
-        if current is not None and current[0].get("owner") == self.owner:
-            self.store.delete([LOCK_NAME])
+        try:
+            current = self._read()
+            if current is not None and current[0].get("owner") == self.owner:
+                self.store.delete([LOCK_NAME])
+        except OSError as err:
+            if self._lost is None:
+                raise
+            # A lease that could not be renewed usually means the store is down: releasing
+            # fails too, and that error must not hide the loss (exit 9 became exit 1).
+            log.warning("cannot release the lost state lock: %s", err)
         # A plain Cancelled is the stop the loss set off; another error keeps its own exit
         # code (the loss is logged).
         if self._lost is not None and (exc is None or type(exc) is Cancelled):
@@ -180,7 +187,8 @@ class LeaseLock:
         """One heartbeat: renew, or give the lease up once it would expire before the next.
 
         Why not wait for the expiry itself: from then on another run may take the lock over
-        while this one still writes. A missed beat or two (the store is slow) is ridden out.
+        while this one still writes. A missed beat (the store is slow) is ridden out; at a
+        beat every ``lease_s / 3``, the second in a row gives the lease up.
         """
         why = "the lock changed while renewing"
         try:

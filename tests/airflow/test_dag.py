@@ -240,3 +240,24 @@ def test_a_request_budget_ends_every_task_in_success_with_more_to_do(run_env) ->
     assert proc.returncode == 0, _explain(proc)
     second = pd.read_parquet(partition)["status"].value_counts()
     assert second.get("pending", 0) < first["pending"]  # the next night went on from there
+
+
+@pytest.mark.integration
+def test_a_features_task_before_anything_is_resolved_succeeds_with_more_to_do(
+    run_env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A resolve task its budget stopped before any answer succeeds with more to do; the
+    features task after it has nothing to fetch yet. The CLI calls that a usage error (exit
+    2); in the DAG it failed the night without retry, where one full run publishes pending
+    rows."""
+    from airflow_dags import reccobeats_enrichment as dag_module
+
+    for name, value in run_env.env.items():
+        if name.startswith("RECCOBEATS_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECCOBEATS_STATE_DIR", str(tmp_path / "state"))  # nothing resolved
+    monkeypatch.setenv("RECCOBEATS_OUTPUT_DIR", str(tmp_path / "output"))
+    monkeypatch.setattr(dag_module, "setting_overrides", dict)  # no Variables in-process
+    data = dag_module.run_stage("2026-11-16", ("features",))
+    assert data["more_to_do"] is True
+    assert "run --stage resolve first" in data["skipped"]
