@@ -43,17 +43,11 @@ from pipeline.errors import (
     OutputError,
     StateError,
 )
-from pipeline.io.contract import rejects_for_contract
 from pipeline.io.paths import check_disjoint, describe_links, symlinks_below
 from pipeline.io.reader import InputBatch, check_playlist_column, read_input
 from pipeline.io.report import RunReport, build_report, write_report
 from pipeline.io.storage import RunStorage
-from pipeline.io.writer import (
-    check_output_dir,
-    has_partition,
-    sweep_stale_temp_files,
-    write_rejects,
-)
+from pipeline.io.writer import check_output_dir, sweep_stale_temp_files
 from pipeline.run_figures import (
     Fetched,
     base_figures,
@@ -72,7 +66,7 @@ from pipeline.settings import Settings
 from pipeline.stages.budget import RunBudget
 from pipeline.stages.context import StageContext
 from pipeline.stages.features import FeaturesOutcome, FeaturesWork
-from pipeline.stages.publish import publish
+from pipeline.stages.publish import publish, publish_rejects_only
 from pipeline.stages.recommend import RecommendOutcome, RecommendWork, plan_seed_chunks
 from pipeline.stages.resolve import ResolveOutcome, ResolveWork, resolved_ids
 from pipeline.stages.runner import StageWork, run_stages
@@ -289,31 +283,22 @@ def _check_call(
 def _read(
     settings: Settings, run_date: date, storage: RunStorage, write: bool, clock: Clock
 ) -> InputBatch:
-    """The input, or ``InputError`` when not one row has a usable ID (rejects written,
-    except by a dry run, which writes nothing)."""
+    """The input, or ``InputError`` when not one row has a usable ID (its rejects published
+    by ``publish_rejects_only``, except by a dry run, which writes nothing)."""
     batch = read_input(storage.input or Path(""), settings.id_column)
     if settings.recommendations:
         check_playlist_column(batch.schema)  # before the first request, not after the budget
     if batch.rows.empty:
-        first = f"first reason: {batch.rejects['reason'].iloc[0] if len(batch.rejects) else '-'}"
-        if not write:
-            where = first
-        elif has_partition(storage.output, "tracks", run_date):
-            # A date's rejects describe the input of its tracks: keep both as published.
-            where = f"{first}; the published {run_date} partitions are kept"
-        else:
-            written = write_rejects(_contract_rejects(batch, clock), storage.output, run_date)
-            where = f"reasons in {written}"
+        if write:
+            where = publish_rejects_only(batch, storage.output, run_date, clock)
+        else:  # a dry run writes nothing
+            first = batch.rejects["reason"].iloc[0] if len(batch.rejects) else "-"
+            where = f"first reason: {first}"
         raise InputError(
             f"no valid track IDs in {settings.input}: all {len(batch.rejects)} rows rejected "
             f"({where})"
         )
     return batch
-
-
-def _contract_rejects(batch: InputBatch, clock: Clock) -> pd.DataFrame:
-    """Rejects of a run that stops at reading (no run id yet): the contract's columns."""
-    return rejects_for_contract(batch.rejects, None, clock())
 
 
 def _write_figures(

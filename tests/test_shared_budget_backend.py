@@ -217,7 +217,7 @@ def test_a_run_that_fails_to_start_closes_its_shared_budget(
     def unreadable(_state_dir: object) -> float:
         raise StateError("state dir unreadable")  # what a broken state dir raises
 
-    monkeypatch.setattr(api_resources, "load_learned_rate", unreadable)
+    monkeypatch.setattr(api_resources, "load_learned_limit", unreadable)
     settings = job_settings(tmp_path, "http://127.0.0.1:9", shared_budget=redis_url, adaptive=True)
     before = {t.ident for t in threading.enumerate()}
     with pytest.raises(StateError):

@@ -25,7 +25,13 @@ from pipeline.io.contract import (
     with_lineage,
 )
 from pipeline.io.reader import InputBatch
-from pipeline.io.writer import Output, published_ok_ids, write_partition, write_rejects
+from pipeline.io.writer import (
+    Output,
+    has_partition,
+    published_ok_ids,
+    write_partition,
+    write_rejects,
+)
 from pipeline.stages.recommend import SeedChunk, assemble_recommendations
 from pipeline.state.caches import Caches
 
@@ -151,3 +157,20 @@ def publish(
     paths["rejects"] = str(write_rejects(rejects, output_dir, run_date, run_id=run_id))
     log.info("published %s: %s", run_date, counts)
     return {"paths": paths, "track_status": status_counts}
+
+
+def publish_rejects_only(
+    batch: InputBatch, output_dir: Output, run_date: date, clock: Clock
+) -> str:
+    """Publish the rejects of an input with no usable row (the run stops there, exit 2);
+    where the reasons are, for its one-line error.
+
+    A date's rejects describe the input of its published tracks, so a date that has tracks
+    keeps both as they are (as ``publish`` keeps them when a run would regress them): the
+    error then names the first reason instead.
+    """
+    if has_partition(output_dir, "tracks", run_date):
+        first = batch.rejects["reason"].iloc[0] if len(batch.rejects) else "-"
+        return f"first reason: {first}; the published {run_date} partitions are kept"
+    rejects = rejects_for_contract(batch.rejects, None, clock())  # no run id yet
+    return f"reasons in {write_rejects(rejects, output_dir, run_date)}"
