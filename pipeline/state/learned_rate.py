@@ -65,12 +65,7 @@ def load_learned_latency(state_dir: Storage | Path | str) -> float | None:
     positive finite number). Why kept: a dry run's ETA at production latencies (20-140 s) is
     bound by requests in flight x latency, not by the rate (issue 10)."""
     data = _read(state_dir)
-    if data is None:
-        return None
-    value = data.get("latency_s")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
+    return None if data is None else _positive(data.get("latency_s"))
 
 
 def _positive(value: object) -> float | None:
